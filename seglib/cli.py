@@ -1,0 +1,107 @@
+"""The `seg` command and the shared body of the `jobs/*.py` spark-submit entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from seglib.config import PIPELINE_ORDER, SeglibConfig, load_config
+from seglib.errors import SeglibError
+
+log = logging.getLogger("seglib")
+
+COMMANDS: tuple[str, ...] = (*PIPELINE_ORDER, "run")
+DESCRIPTIONS = {
+    "generate": "write a synthetic e-commerce data set with planted personas (raw tables)",
+    "features": "compute point-in-time customer features and scale them (customer_features)",
+    "train": "train the autoencoder with Horovod on Spark, reading through Petastorm",
+    "embed": "embed every customer with the trained encoder (customer_embeddings)",
+    "cluster": "KMeans on the embeddings (customer_segments, segment_profiles)",
+    "run": "all stages in order, then print the segments",
+    "sql": "run a SQL query against the seglib tables and print the result",
+}
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (see conf/); built-in defaults when omitted")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=20 (repeatable)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seg", description="Deep-learning customer segmentation on Spark.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, description in DESCRIPTIONS.items():
+        sub = commands.add_parser(name, help=description, description=description)
+        _add_common_options(sub)
+        if name == "sql":
+            sub.add_argument("query", help='for example: "SELECT segment_id, count(*) FROM seg.customer_segments GROUP BY 1"')
+            sub.add_argument("--limit", type=int, default=50, help="rows to print")
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("py4j", "petastorm", "pyarrow", "horovod"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Petastorm 0.12 uses pyarrow's legacy dataset API; the pins in STACK.md keep it working.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def execute(command: str, config: SeglibConfig, query: str | None = None, limit: int = 50) -> Any:
+    """Open the session, register the existing tables, run one stage (or the pipeline)."""
+    from seglib.pipeline import STAGES, run_pipeline
+    from seglib.session import open_session
+    from seglib.warehouse import Warehouse
+
+    spark = open_session(config)
+    warehouse = Warehouse.from_config(spark, config)
+    for database in (config.input.database, config.storage.database):
+        warehouse.register_existing_tables(database)
+    if command == "run":
+        report = run_pipeline(spark, config)
+        print(report.format())
+        return report
+    if command == "sql":
+        assert query is not None
+        spark.sql(query).show(limit, truncate=False)
+        return None
+    result = STAGES[command](spark, config)  # type: ignore[index]
+    if command == "cluster":
+        from seglib.cluster import format_summary
+
+        print(format_summary(result))
+    return result
+
+
+def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
+    """`seg COMMAND [options]`, or a job's fixed COMMAND with options only."""
+    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if command is not None:
+        arguments = [command, *arguments]
+    args = parser.parse_args(arguments)
+    configure_logging(args.verbose)
+    try:
+        config = load_config(args.config, args.overrides)
+        execute(args.command, config, getattr(args, "query", None), getattr(args, "limit", 50))
+    except SeglibError as error:
+        print(f"seg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

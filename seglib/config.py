@@ -1,0 +1,224 @@
+"""Typed configuration: YAML in conf/, validated by pydantic, overridable with `--set key=value`.
+
+Unknown keys are rejected so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seglib.errors import ConfigError
+
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def validate_identifier(value: str, what: str) -> str:
+    """Reject anything but a plain SQL identifier before it can reach a SQL string."""
+    if not IDENTIFIER_PATTERN.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid identifier: use letters, digits and underscores, "
+            "starting with a letter or underscore (at most 128 characters)"
+        )
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SparkConfig(_Strict):
+    master: str | None = Field(
+        default="local[2]",
+        description="Spark master for sessions that seglib opens; null keeps what spark-submit set.",
+    )
+    app_name: str = "seglib"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    driver_memory: str = Field(default="2g", pattern=r"^\d+[kmgt]?$")
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, passed as-is.")
+
+
+class StorageConfig(_Strict):
+    warehouse_dir: str = Field(default="seg-data/warehouse", description="Root of the output tables.")
+    model_dir: str = Field(default="seg-data/models", description="Trained models and preprocessing.")
+    cache_dir: str = Field(default="seg-data/cache", description="Petastorm's materialised training data.")
+    database: Identifier = "seg"
+    format: Literal["delta", "parquet"] = "delta"
+
+    @field_validator("database")
+    @classmethod
+    def _database_is_identifier(cls, value: str) -> str:
+        return validate_identifier(value, "storage.database")
+
+
+class InputConfig(_Strict):
+    """Where the raw tables live: catalog tables in `database` (written there by `seg generate`)."""
+
+    database: Identifier = "seg_raw"
+    customers: Identifier = "customers"
+    transactions: Identifier = "transactions"
+    events: Identifier = "events"
+
+    @model_validator(mode="after")
+    def _names_are_identifiers(self) -> InputConfig:
+        for name in ("database", "customers", "transactions", "events"):
+            validate_identifier(getattr(self, name), f"input.{name}")
+        return self
+
+
+class GenerateConfig(_Strict):
+    customers: int = Field(default=3000, ge=10, le=100_000_000)
+    seed: int = 7
+    start_date: dt.date = dt.date(2024, 1, 1)
+    end_date: dt.date = dt.date(2025, 12, 31)
+    partitions: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> GenerateConfig:
+        if (self.end_date - self.start_date).days < 400:
+            raise ValueError(
+                "generate.end_date must be at least 400 days after generate.start_date "
+                "so that every persona's purchase history fits"
+            )
+        return self
+
+
+class FeaturesConfig(_Strict):
+    snapshot_date: dt.date = dt.date(2025, 12, 31)
+    max_categories: int = Field(default=10, ge=1, le=100, description="Most frequent categories to share out.")
+    recency_cap_days: int = Field(
+        default=730, ge=1, description="Recency of customers who never bought (and the cap for all others)."
+    )
+    refit: bool = Field(default=False, description="Refit the saved preprocessing pipeline.")
+
+
+class TrainConfig(_Strict):
+    num_proc: int = Field(default=2, ge=1, description="Horovod worker processes (<= free Spark task slots).")
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    hidden_dims: list[int] = Field(default_factory=lambda: [64, 32])
+    embedding_dim: int = Field(default=8, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    seed: int = 17
+
+    @field_validator("hidden_dims")
+    @classmethod
+    def _positive_layers(cls, value: list[int]) -> list[int]:
+        if any(width < 1 for width in value):
+            raise ValueError("train.hidden_dims must hold positive layer widths, for example [64, 32]")
+        return value
+
+
+class ClusterConfig(_Strict):
+    k: int = Field(default=5, ge=2, le=1000)
+    max_iter: int = Field(default=50, ge=1)
+    restarts: int = Field(
+        default=5, ge=1, le=100, description="KMeans fits from different seeds; the lowest-cost one is kept."
+    )
+    seed: int = 23
+
+
+Stage = Literal["generate", "features", "train", "embed", "cluster"]
+PIPELINE_ORDER: tuple[Stage, ...] = ("generate", "features", "train", "embed", "cluster")
+
+
+class RunConfig(_Strict):
+    stages: list[Stage] = Field(
+        default_factory=lambda: list(PIPELINE_ORDER),
+        description="Stages of `seg run`; drop generate to run on your own tables.",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _in_pipeline_order(cls, value: list[Stage]) -> list[Stage]:
+        if value != sorted(value, key=PIPELINE_ORDER.index) or len(set(value)) != len(value):
+            raise ValueError(f"run.stages must list each stage once, in the order {list(PIPELINE_ORDER)}")
+        return value
+
+
+class SeglibConfig(_Strict):
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, for example train.epochs=20")
+    dotted, raw_value = text.split("=", 1)
+    path = [part.strip() for part in dotted.split(".")]
+    if not all(path):
+        raise ConfigError(f"override {text!r} has an empty key; write it as section.key=value")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error})") from error
+    return path, value
+
+
+def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {location}: unknown key; check its spelling against conf/default.yaml")
+        else:
+            lines.append(f"  {location}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SeglibConfig:
+    """Load a YAML config and apply `section.key=value` overrides.
+
+    Without a path the built-in defaults apply; conf/default.yaml spells them out.
+    """
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        config_path = Path(path)
+        source = str(config_path)
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist; pass --config with a YAML file from conf/")
+        try:
+            loaded = yaml.safe_load(config_path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {config_path} is not valid YAML: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {config_path} must hold a mapping of sections, not {type(loaded).__name__}"
+            )
+        data = loaded
+    for override in overrides or []:
+        key_path, value = _parse_override(override)
+        _apply_override(data, key_path, value)
+    if overrides:
+        source += f" with overrides {overrides}"
+    try:
+        return SeglibConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None

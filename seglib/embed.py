@@ -1,0 +1,69 @@
+"""Apply the saved encoder on executors (Arrow batches) and write customer_embeddings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+from pyspark.broadcast import Broadcast
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from seglib.config import SeglibConfig
+from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE
+from seglib.train import latest_model_version, read_model_payload
+from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_TABLE = "customer_embeddings"
+EMBEDDING_COLUMN = "embedding"
+
+
+def encode_batches(model_payload: bytes, batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    """Executor side: load the encoder once per task, then embed each Arrow batch."""
+    import numpy as np
+    import torch
+
+    from seglib.model import deserialize
+
+    torch.set_num_threads(1)
+    model = deserialize(model_payload)
+    with torch.inference_mode():
+        for batch in batches:
+            if batch.empty:
+                yield pd.Series([], dtype=object)
+                continue
+            inputs = torch.from_numpy(np.stack(batch.to_numpy()).astype(np.float32, copy=False))
+            yield pd.Series(list(model.encode(inputs).numpy()))
+
+
+def embedding_udf(model_payload: Broadcast[bytes]) -> Callable[[Column], Column]:
+    """Driver side: a pandas UDF over the broadcast model (shipped once per executor, not per task)."""
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))  # type: ignore[call-overload]
+    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        return encode_batches(model_payload.value, batches)
+
+    return embed  # type: ignore[no-any-return]
+
+
+def embed(spark: SparkSession, config: SeglibConfig, model_version: str | None = None) -> str:
+    """Embed every customer of the snapshot with the given (default: latest) model."""
+    snapshot = config.features.snapshot_date
+    version = model_version or latest_model_version(spark, config)
+    warehouse = Warehouse.from_config(spark, config)
+    features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot)
+    payload = spark.sparkContext.broadcast(read_model_payload(spark, config, version))
+    embeddings = features.select(
+        "customer_id",
+        embedding_udf(payload)(F.col(FEATURE_VECTOR_COLUMN)).alias(EMBEDDING_COLUMN),
+        F.lit(version).alias("model_version"),
+        F.col(SNAPSHOT_COLUMN),
+    )
+    warehouse.write_snapshot(embeddings, config.storage.database, EMBEDDINGS_TABLE, snapshot)
+    payload.unpersist()
+    log.info("embedded snapshot %s with model %s", snapshot, version)
+    return version

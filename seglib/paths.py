@@ -1,0 +1,34 @@
+"""Paths in config are local paths or Hadoop/fsspec URLs (s3a://, abfss://, dbfs:/, hdfs://)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def is_url(location: str) -> bool:
+    return bool(_URL_SCHEME.match(location))
+
+
+def resolve_uri(location: str) -> str:
+    """A URL stays as it is; a local path becomes an absolute file: URI (relative to the cwd)."""
+    if is_url(location):
+        return location.rstrip("/")
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
+
+
+def local_path(uri: str) -> Path:
+    """The local filesystem path of a file: URI or plain path; other schemes are not local."""
+    if not is_url(uri):
+        return Path(uri)
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"{uri} is not on the local filesystem")
+    return Path(unquote(parsed.path))

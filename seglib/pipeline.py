@@ -1,0 +1,56 @@
+"""`seg run`: every stage in order, with wall times, ending in a segment summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from seglib.cluster import SegmentSummary, cluster, format_summary
+from seglib.config import SeglibConfig, Stage
+from seglib.embed import embed
+from seglib.features import features
+from seglib.generate import generate
+from seglib.train import train
+
+log = logging.getLogger(__name__)
+
+STAGES: dict[Stage, Callable[[SparkSession, SeglibConfig], Any]] = {
+    "generate": generate,
+    "features": features,
+    "train": train,
+    "embed": embed,
+    "cluster": cluster,
+}
+
+
+@dataclass
+class PipelineReport:
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def segments(self) -> list[SegmentSummary]:
+        return list(self.results.get("cluster", []))
+
+    def format(self) -> str:
+        timings = "  ".join(f"{stage} {seconds:.1f}s" for stage, seconds in self.stage_seconds.items())
+        parts = [f"stage wall times: {timings}"]
+        if self.segments:
+            parts.append(format_summary(self.segments))
+        return "\n".join(parts)
+
+
+def run_pipeline(spark: SparkSession, config: SeglibConfig) -> PipelineReport:
+    report = PipelineReport()
+    for stage in config.run.stages:
+        log.info("stage %s: starting", stage)
+        started = time.perf_counter()
+        report.results[stage] = STAGES[stage](spark, config)
+        report.stage_seconds[stage] = time.perf_counter() - started
+        log.info("stage %s: done in %.1fs", stage, report.stage_seconds[stage])
+    return report

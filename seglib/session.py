@@ -1,0 +1,56 @@
+"""The one place that composes Spark settings. Only entry points and test fixtures call it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib import metadata
+
+from pyspark.sql import SparkSession
+
+from seglib.config import SeglibConfig
+from seglib.paths import resolve_uri
+
+log = logging.getLogger(__name__)
+
+
+def delta_package_coordinates() -> str:
+    """Maven coordinates of the Delta jars that match the installed delta-spark Python package."""
+    version = metadata.version("delta-spark")
+    return f"io.delta:delta-spark_2.12:{version}"
+
+
+def session_settings(config: SeglibConfig) -> dict[str, str]:
+    """Spark settings for a seglib session: Delta, UTC, the venv's Python on executors."""
+    settings = {
+        "spark.app.name": config.spark.app_name,
+        "spark.jars.packages": delta_package_coordinates(),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
+        "spark.sql.warehouse.dir": resolve_uri(config.storage.warehouse_dir),
+        "spark.driver.memory": config.spark.driver_memory,
+        "spark.ui.showConsoleProgress": "false",
+        # Executors must run the interpreter that has torch, petastorm and horovod installed.
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    if config.spark.master is not None:
+        settings["spark.master"] = config.spark.master
+    settings.update(config.spark.conf)
+    return settings
+
+
+def open_session(config: SeglibConfig) -> SparkSession:
+    """Open (or join) the SparkSession for a seglib entry point."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in session_settings(config).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(config.spark.log_level)
+    log.info("Spark %s session open (master %s)", spark.version, spark.sparkContext.master)
+    return spark

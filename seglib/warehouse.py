@@ -1,0 +1,116 @@
+"""The store that owns every output table: where it lives, how it is written, how it is registered.
+
+Tables live under `<warehouse_dir>/<database>.db/<table>` and are registered in the Spark catalog as
+external tables on that location, so `SELECT ... FROM seg.customer_segments` works in any session
+that seglib opens (and in any other session after `register_existing_tables`).
+
+Snapshot tables are rewritten one snapshot at a time: Delta `replaceWhere` (one atomic commit that
+replaces exactly that snapshot's rows) or, for Parquet, dynamic overwrite of the snapshot partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.sql import DataFrame, SparkSession
+
+from seglib import fs
+from seglib.config import SeglibConfig, validate_identifier
+from seglib.errors import InputDataError
+from seglib.paths import join_uri, resolve_uri
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_COLUMN = "snapshot_date"
+TableFormat = Literal["delta", "parquet"]
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    spark: SparkSession
+    root: str
+    format: TableFormat
+
+    @classmethod
+    def from_config(cls, spark: SparkSession, config: SeglibConfig) -> Warehouse:
+        return cls(spark, resolve_uri(config.storage.warehouse_dir), config.storage.format)
+
+    def location(self, database: str, table: str) -> str:
+        validate_identifier(database, "database")
+        validate_identifier(table, "table")
+        return join_uri(self.root, f"{database}.db", table)
+
+    def exists(self, database: str, table: str) -> bool:
+        return fs.exists(self.spark, self.location(database, table))
+
+    def write_snapshot(self, df: DataFrame, database: str, table: str, snapshot: dt.date) -> None:
+        """Replace the rows of one snapshot, atomically for Delta; other snapshots are untouched."""
+        if SNAPSHOT_COLUMN not in df.columns:
+            raise ValueError(f"{database}.{table}: rows to write lack the {SNAPSHOT_COLUMN} column")
+        location = self.location(database, table)
+        writer = df.write.format(self.format).mode("overwrite")
+        if self.format == "delta":
+            writer = writer.option("replaceWhere", f"{SNAPSHOT_COLUMN} = DATE'{snapshot.isoformat()}'")
+        else:
+            writer = writer.partitionBy(SNAPSHOT_COLUMN).option("partitionOverwriteMode", "dynamic")
+        writer.save(location)
+        self.register(database, table)
+        log.info("wrote snapshot %s of %s.%s (%s)", snapshot, database, table, self.format)
+
+    def write_table(self, df: DataFrame, database: str, table: str) -> None:
+        """Replace a whole table (one Delta commit; schema may change)."""
+        location = self.location(database, table)
+        writer = df.write.format(self.format).mode("overwrite")
+        if self.format == "delta":
+            writer = writer.option("overwriteSchema", "true")
+        writer.save(location)
+        self.register(database, table)
+        log.info("wrote %s.%s (%s)", database, table, self.format)
+
+    def register(self, database: str, table: str) -> None:
+        location = self.location(database, table)
+        self.spark.sql(
+            f"CREATE DATABASE IF NOT EXISTS `{database}` LOCATION '{join_uri(self.root, database + '.db')}'"
+        )
+        qualified = f"`{database}`.`{table}`"
+        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING {self.format} LOCATION '{location}'")
+        self.spark.sql(f"REFRESH TABLE {qualified}")
+        if self.format == "parquet":
+            self.spark.sql(f"MSCK REPAIR TABLE {qualified}")
+
+    def read(self, database: str, table: str) -> DataFrame:
+        if not self.exists(database, table):
+            raise InputDataError(
+                f"table {database}.{table} does not exist under {self.root}; run the stage that writes it "
+                "first (for the raw tables: `seg generate`)"
+            )
+        self.register(database, table)
+        return self.spark.table(f"`{database}`.`{table}`")
+
+    def read_snapshot(self, database: str, table: str, snapshot: dt.date) -> DataFrame:
+        df = self.read(database, table).where(f"{SNAPSHOT_COLUMN} = DATE'{snapshot.isoformat()}'")
+        if df.isEmpty():
+            raise InputDataError(
+                f"table {database}.{table} holds no rows for snapshot {snapshot}; run the stage that writes "
+                "it for this snapshot first, or set features.snapshot_date to a snapshot it holds"
+            )
+        return df
+
+    def register_existing_tables(self, database: str) -> list[str]:
+        """Register every table found under the database folder (sessions start with an empty catalog)."""
+        folder = join_uri(self.root, f"{database}.db")
+        tables = [name for name in fs.list_directories(self.spark, folder) if _is_identifier(name)]
+        for table in tables:
+            self.register(database, table)
+        return tables
+
+
+def _is_identifier(name: str) -> bool:
+    try:
+        validate_identifier(name, "table")
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,51 @@
+"""One Spark session for the whole suite; every test gets its own warehouse folders and databases."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from seglib.config import SeglibConfig, load_config
+from seglib.session import open_session
+
+_database_numbers = itertools.count()
+
+SUITE_OVERRIDES = [
+    "spark.shuffle_partitions=2",
+    "spark.log_level=ERROR",
+    "spark.conf={spark.ui.enabled: 'false', spark.sql.adaptive.coalescePartitions.enabled: 'false'}",
+]
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = open_session(load_config(None, [*SUITE_OVERRIDES, f"storage.warehouse_dir={warehouse}"]))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., SeglibConfig]:
+    """Config with this test's own folders and database names (the catalog is shared by the session)."""
+
+    def build(*overrides: str) -> SeglibConfig:
+        number = next(_database_numbers)
+        return load_config(
+            None,
+            [
+                *SUITE_OVERRIDES,
+                f"storage.warehouse_dir={tmp_path / 'warehouse'}",
+                f"storage.model_dir={tmp_path / 'models'}",
+                f"storage.cache_dir={tmp_path / 'cache'}",
+                f"storage.database=seg_test_{number}",
+                f"input.database=raw_test_{number}",
+                *overrides,
+            ],
+        )
+
+    return build
