@@ -29,7 +29,11 @@ DESCRIPTIONS = {
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (see conf/); built-in defaults when omitted")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config value, e.g. --set train.epochs=20 (repeatable)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -42,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=description, description=description)
         _add_common_options(sub)
         if name == "sql":
-            sub.add_argument("query", help='for example: "SELECT segment_id, count(*) FROM seg.customer_segments GROUP BY 1"')
+            sub.add_argument(
+                "query",
+                help='for example: "SELECT segment_id, count(*) FROM seg.customer_segments GROUP BY 1"',
+            )
             sub.add_argument("--limit", type=int, default=50, help="rows to print")
     return parser
 
@@ -52,6 +59,7 @@ def configure_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # PySpark may have configured the root logger already
     )
     for noisy in ("py4j", "petastorm", "pyarrow", "horovod"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -79,11 +87,26 @@ def execute(command: str, config: SeglibConfig, query: str | None = None, limit:
         spark.sql(query).show(limit, truncate=False)
         return None
     result = STAGES[command](spark, config)  # type: ignore[index]
-    if command == "cluster":
-        from seglib.cluster import format_summary
-
-        print(format_summary(result))
+    print(describe_result(command, result))
     return result
+
+
+def describe_result(command: str, result: Any) -> str:
+    """One line (or the segment table) for the user, on stdout."""
+    if command == "generate":
+        return (
+            f"generated {result.customers} customers, {result.transactions} transactions, "
+            f"{result.events} events"
+        )
+    if command == "features":
+        return f"wrote customer_features: {result.dimension} model inputs"
+    if command == "train":
+        return f"trained model {result.version} on {result.rows} customers (final loss {result.history[-1]['loss']:.4f})"
+    if command == "embed":
+        return f"embedded customers with model {result}"
+    from seglib.cluster import format_summary
+
+    return format_summary(result)
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:

@@ -43,7 +43,9 @@ def segment_profiles(features: DataFrame, segments: DataFrame, feature_names: li
     members = segments.select("customer_id", "segment_id").join(
         features.select("customer_id", *feature_names), "customer_id"
     )
-    values = members.unpivot(["customer_id", "segment_id"], feature_names, "feature", "value")
+    values = members.unpivot(
+        ["customer_id", "segment_id"], list[str | Column](feature_names), "feature", "value"
+    )
     segment_means = values.groupBy("segment_id", "feature").agg(F.avg("value").alias("segment_mean"))
     population_means = values.groupBy("feature").agg(F.avg("value").alias("population_mean"))
     sizes = (
@@ -62,7 +64,9 @@ def segment_profiles(features: DataFrame, segments: DataFrame, feature_names: li
             "feature",
             "segment_mean",
             "population_mean",
-            F.when(F.col("population_mean") != 0, F.col("segment_mean") / F.col("population_mean")).alias("lift"),
+            F.when(F.col("population_mean") != 0, F.col("segment_mean") / F.col("population_mean")).alias(
+                "lift"
+            ),
         )
     )
 
@@ -72,8 +76,11 @@ def fit_kmeans(vectors: DataFrame, features_column: str, settings: ClusterConfig
     best: KMeansModel | None = None
     for restart in range(settings.restarts):
         model = KMeans(
-            k=settings.k, seed=settings.seed + restart, maxIter=settings.max_iter,
-            featuresCol=features_column, predictionCol="_cluster",
+            k=settings.k,
+            seed=settings.seed + restart,
+            maxIter=settings.max_iter,
+            featuresCol=features_column,
+            predictionCol="_cluster",
         ).fit(vectors)
         cost = model.summary.trainingCost
         log.info("kmeans restart %d: cost %.4f", restart + 1, cost)
@@ -97,7 +104,8 @@ def summarize(profiles: DataFrame, top: int = 3) -> list[SegmentSummary]:
     summaries: dict[int, SegmentSummary] = {}
     for row in sorted(rows, key=lambda r: r["segment_id"]):
         summary = summaries.setdefault(
-            row["segment_id"], SegmentSummary(row["segment_id"], row["segment_size"], row["segment_share"], [])
+            row["segment_id"],
+            SegmentSummary(row["segment_id"], row["segment_size"], row["segment_share"], []),
         )
         if row["lift"] is not None and row["lift"] > 0:
             summary.top_lifts.append((row["feature"], row["lift"]))
@@ -108,7 +116,9 @@ def summarize(profiles: DataFrame, top: int = 3) -> list[SegmentSummary]:
 
 
 def format_summary(summaries: list[SegmentSummary]) -> str:
-    lines = [f"{'segment':>7}  {'customers':>9}  {'share':>6}  distinguishing features (lift vs. all customers)"]
+    lines = [
+        f"{'segment':>7}  {'customers':>9}  {'share':>6}  distinguishing features (lift vs. all customers)"
+    ]
     for summary in summaries:
         lifts = ", ".join(f"{name} x{lift:.2f}" for name, lift in summary.top_lifts)
         lines.append(f"{summary.segment_id:>7}  {summary.size:>9}  {summary.share:>6.1%}  {lifts}")
@@ -121,7 +131,9 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> list[SegmentSummary]:
     database = config.storage.database
     warehouse = Warehouse.from_config(spark, config)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
-    versions = [row["model_version"] for row in embeddings.select("model_version").distinct().limit(2).collect()]
+    versions = [
+        row["model_version"] for row in embeddings.select("model_version").distinct().limit(2).collect()
+    ]
     if len(versions) != 1:
         raise InputDataError(
             f"{database}.{EMBEDDINGS_TABLE} holds embeddings of {len(versions)} models for snapshot {snapshot}; "
@@ -129,14 +141,17 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> list[SegmentSummary]:
         )
     version = versions[0]
     vectors = embeddings.select(
-        "customer_id", EMBEDDING_COLUMN, array_to_vector(EMBEDDING_COLUMN).alias("_vector")
+        "customer_id", EMBEDDING_COLUMN, array_to_vector(F.col(EMBEDDING_COLUMN)).alias("_vector")
     ).cache()
     model = fit_kmeans(vectors, "_vector", config.cluster)
     model.write().overwrite().save(join_uri(models_root(config), version, f"kmeans-{snapshot:%Y%m%d}"))
     assigned = model.transform(vectors)
     relabel = relabel_by_size(assigned, "_cluster")
     centers = spark.createDataFrame(
-        [(relabel[index], [float(value) for value in center]) for index, center in enumerate(model.clusterCenters())],
+        [
+            (relabel[index], [float(value) for value in center])
+            for index, center in enumerate(model.clusterCenters())
+        ],
         "segment_id int, _center array<double>",
     )
     mapping = F.create_map(*[F.lit(item) for pair in relabel.items() for item in pair])

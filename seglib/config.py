@@ -94,7 +94,9 @@ class GenerateConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     snapshot_date: dt.date = dt.date(2025, 12, 31)
-    max_categories: int = Field(default=10, ge=1, le=100, description="Most frequent categories to share out.")
+    max_categories: int = Field(
+        default=10, ge=1, le=100, description="Most frequent categories to share out."
+    )
     recency_cap_days: int = Field(
         default=730, ge=1, description="Recency of customers who never bought (and the cap for all others)."
     )
@@ -103,9 +105,9 @@ class FeaturesConfig(_Strict):
 
 class TrainConfig(_Strict):
     num_proc: int = Field(default=2, ge=1, description="Horovod worker processes (<= free Spark task slots).")
-    epochs: int = Field(default=40, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    learning_rate: float = Field(default=2e-3, gt=0)
+    epochs: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=64, ge=1, description="Rows per step on each worker.")
+    learning_rate: float = Field(default=1e-3, gt=0, description="Per worker; scaled by num_proc.")
     hidden_dims: list[int] = Field(default_factory=lambda: [64, 32])
     embedding_dim: int = Field(default=8, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -121,9 +123,9 @@ class TrainConfig(_Strict):
 
 class ClusterConfig(_Strict):
     k: int = Field(default=5, ge=2, le=1000)
-    max_iter: int = Field(default=50, ge=1)
+    max_iter: int = Field(default=100, ge=1)
     restarts: int = Field(
-        default=5, ge=1, le=100, description="KMeans fits from different seeds; the lowest-cost one is kept."
+        default=10, ge=1, le=100, description="KMeans fits from different seeds; the lowest-cost one is kept."
     )
     seed: int = 23
 
@@ -203,7 +205,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         config_path = Path(path)
         source = str(config_path)
         if not config_path.is_file():
-            raise ConfigError(f"config file {config_path} does not exist; pass --config with a YAML file from conf/")
+            raise ConfigError(
+                f"config file {config_path} does not exist; pass --config with a YAML file from conf/"
+            )
         try:
             loaded = yaml.safe_load(config_path.read_text()) or {}
         except yaml.YAMLError as error:

@@ -10,12 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 import logging
+import re
 from dataclasses import asdict, dataclass
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
+from pyspark.ml.feature import (
+    Imputer,
+    OneHotEncoder,
+    SQLTransformer,
+    StandardScaler,
+    StringIndexer,
+    VectorAssembler,
+)
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -35,33 +42,58 @@ UNKNOWN_REGION = "unknown"
 
 # Counts and amounts are heavy-tailed: the pipeline log-transforms them before scaling.
 LOG_TRANSFORMED = (
-    "frequency", "monetary", "avg_order_value", "sessions", "views", "searches", "carts", "purchase_events",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "sessions",
+    "views",
+    "searches",
+    "carts",
+    "purchase_events",
 )
 BASE_NUMERIC_FEATURES = (
-    "recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "age",
-    "sessions", "views", "searches", "carts", "purchase_events", "days_since_last_visit",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "tenure_days",
+    "age",
+    "sessions",
+    "views",
+    "searches",
+    "carts",
+    "purchase_events",
+    "days_since_last_visit",
 )
 
-_NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+_NUMERIC_TYPES = (
+    T.ByteType,
+    T.ShortType,
+    T.IntegerType,
+    T.LongType,
+    T.FloatType,
+    T.DoubleType,
+    T.DecimalType,
+)
 _TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)
 
 INPUT_CONTRACT: dict[str, dict[str, tuple[type, ...]]] = {
     "transactions": {
-        "customer_id": _NUMERIC_TYPES + (T.StringType,),
-        "transaction_id": _NUMERIC_TYPES + (T.StringType,),
+        "customer_id": (*_NUMERIC_TYPES, T.StringType),
+        "transaction_id": (*_NUMERIC_TYPES, T.StringType),
         "transaction_ts": _TIME_TYPES,
         "amount": _NUMERIC_TYPES,
         "category": (T.StringType,),
     },
     "customers": {
-        "customer_id": _NUMERIC_TYPES + (T.StringType,),
+        "customer_id": (*_NUMERIC_TYPES, T.StringType),
         "signup_date": _TIME_TYPES,
         "age": _NUMERIC_TYPES,
         "region": (T.StringType,),
     },
     "events": {
-        "customer_id": _NUMERIC_TYPES + (T.StringType,),
-        "session_id": _NUMERIC_TYPES + (T.StringType,),
+        "customer_id": (*_NUMERIC_TYPES, T.StringType),
+        "session_id": (*_NUMERIC_TYPES, T.StringType),
         "event_ts": _TIME_TYPES,
         "event_type": (T.StringType,),
     },
@@ -188,19 +220,32 @@ def build_features(
     browsing = event_features(events, snapshot)
     attributes = customer_attributes(customers, snapshot)
     population = attributes.select("customer_id").union(purchases.select("customer_id")).distinct()
-    joined = population.join(attributes, "customer_id", "left").join(purchases, "customer_id", "left").join(
-        browsing, "customer_id", "left"
+    joined = (
+        population.join(attributes, "customer_id", "left")
+        .join(purchases, "customer_id", "left")
+        .join(browsing, "customer_id", "left")
     )
-    zero_filled = ["frequency", "monetary", "avg_order_value", "sessions", "views", "searches", "carts",
-                   "purchase_events", *[category_share_column(category) for category in categories]]
+    zero_filled = [
+        "frequency",
+        "monetary",
+        "avg_order_value",
+        "sessions",
+        "views",
+        "searches",
+        "carts",
+        "purchase_events",
+        *[category_share_column(category) for category in categories],
+    ]
     capped = ["recency_days", "days_since_last_visit"]
     return joined.select(
         F.col("customer_id"),
         F.lit(snapshot).alias(SNAPSHOT_COLUMN),
         *[F.coalesce(F.col(name), F.lit(0.0)).alias(name) for name in zero_filled],
         # Never bought or never visited reads as "as long ago as we look back".
-        *[F.least(F.coalesce(F.col(name), F.lit(recency_cap_days)), F.lit(recency_cap_days)).alias(name)
-          for name in capped],
+        *[
+            F.least(F.coalesce(F.col(name), F.lit(recency_cap_days)), F.lit(recency_cap_days)).alias(name)
+            for name in capped
+        ],
         F.col("tenure_days"),
         F.col("age"),
         F.coalesce(F.col("region"), F.lit(UNKNOWN_REGION)).alias("region"),
@@ -231,7 +276,9 @@ def preprocessing_pipeline(numeric_features: list[str]) -> Pipeline:
     The one-hot slots stay unscaled: standardising them would give a rare region a weight of several
     standard deviations and let a noise attribute dominate the embedding.
     """
-    transformed = [f"log1p(`{name}`) AS `{name}__log`" for name in numeric_features if name in LOG_TRANSFORMED]
+    transformed = [
+        f"log1p(`{name}`) AS `{name}__log`" for name in numeric_features if name in LOG_TRANSFORMED
+    ]
     model_inputs = [f"{name}__log" if name in LOG_TRANSFORMED else name for name in numeric_features]
     imputed = [f"{name}__imputed" for name in model_inputs]
     return Pipeline(
@@ -240,8 +287,12 @@ def preprocessing_pipeline(numeric_features: list[str]) -> Pipeline:
             Imputer(inputCols=model_inputs, outputCols=imputed, strategy="median"),
             VectorAssembler(inputCols=imputed, outputCol="_numeric"),
             StandardScaler(inputCol="_numeric", outputCol="_numeric_scaled", withMean=True, withStd=True),
-            StringIndexer(inputCol="region", outputCol="region__index", handleInvalid="keep",
-                          stringOrderType="alphabetAsc"),
+            StringIndexer(
+                inputCol="region",
+                outputCol="region__index",
+                handleInvalid="keep",
+                stringOrderType="alphabetAsc",
+            ),
             # The indexer already maps unseen regions to its extra index, so the encoder never sees one.
             OneHotEncoder(inputCols=["region__index"], outputCols=["region__onehot"], dropLast=False),
             VectorAssembler(inputCols=["_numeric_scaled", "region__onehot"], outputCol="_scaled"),
@@ -257,7 +308,9 @@ def vector_slot_names(model: PipelineModel, numeric_features: list[str]) -> list
 
 def apply_preprocessing(model: PipelineModel, raw: DataFrame) -> DataFrame:
     """Raw features in, raw features plus the scaled `features` array<float> out."""
-    scaled = model.transform(raw).withColumn(FEATURE_VECTOR_COLUMN, vector_to_array(F.col("_scaled"), "float32"))
+    scaled = model.transform(raw).withColumn(
+        FEATURE_VECTOR_COLUMN, vector_to_array(F.col("_scaled"), "float32")
+    )
     return scaled.select(*raw.columns, FEATURE_VECTOR_COLUMN)
 
 
@@ -303,7 +356,11 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
     else:
         categories = top_categories(inputs.transactions, snapshot, config.features.max_categories)
     raw = build_features(
-        inputs.customers, inputs.transactions, inputs.events, snapshot, categories,
+        inputs.customers,
+        inputs.transactions,
+        inputs.events,
+        snapshot,
+        categories,
         recency_cap_days=float(config.features.recency_cap_days),
     ).cache()
     if raw.isEmpty():
@@ -318,8 +375,14 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
         numeric = numeric_feature_names(categories)
         model = preprocessing_pipeline(numeric).fit(raw)
         model.write().overwrite().save(pipeline_uri)
-        metadata = FeatureMetadata(categories, numeric, vector_slot_names(model, numeric), snapshot.isoformat())
-        fs.write_text(spark, join_uri(preprocessing_uri(config), "metadata.json"), json.dumps(asdict(metadata), indent=2))
+        metadata = FeatureMetadata(
+            categories, numeric, vector_slot_names(model, numeric), snapshot.isoformat()
+        )
+        fs.write_text(
+            spark,
+            join_uri(preprocessing_uri(config), "metadata.json"),
+            json.dumps(asdict(metadata), indent=2),
+        )
         log.info("fitted preprocessing pipeline on snapshot %s (%d inputs)", snapshot, metadata.dimension)
     Warehouse.from_config(spark, config).write_snapshot(
         apply_preprocessing(model, raw), config.storage.database, FEATURES_TABLE, snapshot

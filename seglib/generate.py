@@ -58,22 +58,42 @@ class Persona:
 # very different basket values and mixes; lapsed customers look loyal apart from *when* they bought;
 # window shoppers browse more than anyone but rarely buy.
 PERSONAS: tuple[Persona, ...] = (
-    Persona("loyal_high_spender", 0.22, 24, (0, 365), 4.4, 0.45, 2.0,
-            (0.35, 0.25, 0.25, 0.05, 0.02, 0.04, 0.02, 0.02), (0.2, 0.7, 0.1),
-            14, (0, 120), 5, (0.6, 0.15, 0.15, 0.10), 44, (500, 700)),
-    Persona("bargain_hunter", 0.26, 22, (0, 365), 2.6, 0.40, 4.0,
-            (0.02, 0.08, 0.25, 0.20, 0.35, 0.04, 0.04, 0.02), (0.75, 0.15, 0.1),
-            16, (0, 120), 7, (0.35, 0.45, 0.12, 0.08), 31, (400, 700)),
-    Persona("lapsed_customer", 0.18, 14, (420, 700), 3.9, 0.45, 2.0,
-            (0.25, 0.25, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05), (0.4, 0.3, 0.3),
-            2, (420, 700), 4, (0.7, 0.1, 0.1, 0.1), 52, (710, 730)),
-    Persona("window_shopper", 0.20, 2, (0, 300), 3.4, 0.40, 1.0,
-            (0.05, 0.10, 0.45, 0.25, 0.05, 0.05, 0.03, 0.02), (0.3, 0.65, 0.05),
-            40, (0, 90), 9, (0.65, 0.15, 0.18, 0.02), 24, (200, 500)),
-    Persona("new_big_ticket", 0.14, 2, (0, 50), 5.6, 0.35, 1.0,
-            (0.70, 0.20, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01), (0.6, 0.2, 0.2),
-            6, (0, 60), 6, (0.55, 0.25, 0.12, 0.08), 38, (20, 60)),
-)
+    Persona(
+        name="loyal_high_spender", weight=0.22, orders_mean=24, active_days=(0, 365),
+        amount_log_mean=4.4, amount_log_sd=0.45, quantity_mean=2.0,
+        category_weights=(0.35, 0.25, 0.25, 0.05, 0.02, 0.04, 0.02, 0.02), channel_weights=(0.2, 0.7, 0.1),
+        sessions_mean=14, browse_days=(0, 120), events_per_session=5, event_weights=(0.6, 0.15, 0.15, 0.10),
+        age_mean=44, signup_days=(500, 700),
+    ),
+    Persona(
+        name="bargain_hunter", weight=0.26, orders_mean=22, active_days=(0, 365),
+        amount_log_mean=2.6, amount_log_sd=0.40, quantity_mean=4.0,
+        category_weights=(0.02, 0.08, 0.25, 0.20, 0.35, 0.04, 0.04, 0.02), channel_weights=(0.75, 0.15, 0.1),
+        sessions_mean=16, browse_days=(0, 120), events_per_session=7, event_weights=(0.35, 0.45, 0.12, 0.08),
+        age_mean=31, signup_days=(400, 700),
+    ),
+    Persona(
+        name="lapsed_customer", weight=0.18, orders_mean=14, active_days=(420, 700),
+        amount_log_mean=3.9, amount_log_sd=0.45, quantity_mean=2.0,
+        category_weights=(0.25, 0.25, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05), channel_weights=(0.4, 0.3, 0.3),
+        sessions_mean=0.7, browse_days=(420, 700), events_per_session=4, event_weights=(0.7, 0.1, 0.1, 0.1),
+        age_mean=52, signup_days=(710, 730),
+    ),
+    Persona(
+        name="window_shopper", weight=0.20, orders_mean=4, active_days=(0, 120),
+        amount_log_mean=3.4, amount_log_sd=0.40, quantity_mean=1.0,
+        category_weights=(0.05, 0.10, 0.45, 0.25, 0.05, 0.05, 0.03, 0.02), channel_weights=(0.3, 0.65, 0.05),
+        sessions_mean=25, browse_days=(0, 90), events_per_session=8, event_weights=(0.65, 0.15, 0.18, 0.02),
+        age_mean=24, signup_days=(200, 500),
+    ),
+    Persona(
+        name="new_big_ticket", weight=0.14, orders_mean=3, active_days=(0, 50),
+        amount_log_mean=5.6, amount_log_sd=0.35, quantity_mean=1.0,
+        category_weights=(0.70, 0.20, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01), channel_weights=(0.6, 0.2, 0.2),
+        sessions_mean=6, browse_days=(0, 60), events_per_session=6, event_weights=(0.55, 0.25, 0.12, 0.08),
+        age_mean=38, signup_days=(20, 60),
+    ),
+)  # fmt: skip
 
 
 def uniform(seed: int, salt: str, *keys: Column) -> Column:
@@ -152,28 +172,38 @@ def _days_back(low: Column, high: Column, draw: Column) -> Column:
     return (low + (high - low) * draw).cast("int")
 
 
-def generate_customers(spark: SparkSession, customers: int, seed: int, end_date: dt.date, partitions: int) -> DataFrame:
+def generate_customers(
+    spark: SparkSession, customers: int, seed: int, end_date: dt.date, partitions: int
+) -> DataFrame:
     """One row per customer with its persona and the persona's parameters (internal frame)."""
     edges = _cumulative(tuple(persona.weight for persona in PERSONAS))
     customer_id = F.col("id")
-    persona_index = F.size(F.filter(F.array(*[F.lit(e) for e in edges]), lambda e: e <= uniform(seed, "persona", customer_id)))
-    base = spark.range(0, customers, numPartitions=partitions).withColumn("persona_index", persona_index.cast("int"))
+    persona_index = F.size(
+        F.filter(F.array(*[F.lit(e) for e in edges]), lambda e: e <= uniform(seed, "persona", customer_id))
+    )
+    base = spark.range(0, customers, numPartitions=partitions).withColumn(
+        "persona_index", persona_index.cast("int")
+    )
     people = base.join(F.broadcast(persona_frame(spark)), "persona_index")
     end = F.lit(end_date)
     return people.select(
         F.col("id").alias("customer_id"),
         "*",
-        F.date_sub(end, _days_back(F.col("signup_from"), F.col("signup_to"), uniform(seed, "signup", customer_id))).alias(
-            "signup_date"
-        ),
+        F.date_sub(
+            end, _days_back(F.col("signup_from"), F.col("signup_to"), uniform(seed, "signup", customer_id))
+        ).alias("signup_date"),
         F.least(
-            F.lit(90), F.greatest(F.lit(18), F.round(F.col("age_mean") + 9 * standard_normal(seed, "age", customer_id)))
-        ).cast("int").alias("age"),
-        weighted_choice(_string_array(GENDERS), F.array(F.lit(0.49), F.lit(0.97)), uniform(seed, "gender", customer_id)).alias(
-            "gender"
-        ),
+            F.lit(90),
+            F.greatest(F.lit(18), F.round(F.col("age_mean") + 9 * standard_normal(seed, "age", customer_id))),
+        )
+        .cast("int")
+        .alias("age"),
         weighted_choice(
-            _string_array(REGIONS), F.array(*[F.lit(e) for e in _cumulative((1.0,) * len(REGIONS))]),
+            _string_array(GENDERS), F.array(F.lit(0.49), F.lit(0.97)), uniform(seed, "gender", customer_id)
+        ).alias("gender"),
+        weighted_choice(
+            _string_array(REGIONS),
+            F.array(*[F.lit(e) for e in _cumulative((1.0,) * len(REGIONS))]),
             uniform(seed, "region", customer_id),
         ).alias("region"),
     ).drop("id")
@@ -183,21 +213,36 @@ def generate_transactions(people: DataFrame, seed: int, end_date: dt.date) -> Da
     customer_id = F.col("customer_id")
     orders = people.withColumn(
         "order_number",
-        F.explode(F.sequence(F.lit(1), F.greatest(F.lit(1), poisson_like_count(F.col("orders_mean"), seed, "orders", customer_id)))),
+        F.explode(
+            F.sequence(
+                F.lit(1),
+                F.greatest(F.lit(1), poisson_like_count(F.col("orders_mean"), seed, "orders", customer_id)),
+            )
+        ),
     )
     keys = (customer_id, F.col("order_number"))
     days_back = _days_back(F.col("active_from"), F.col("active_to"), uniform(seed, "tx_day", *keys))
     seconds = (uniform(seed, "tx_second", *keys) * 86400).cast("long")
-    timestamp = (F.unix_timestamp(F.date_sub(F.lit(end_date), days_back).cast("timestamp")) + seconds).cast("timestamp")
+    timestamp = (F.unix_timestamp(F.date_sub(F.lit(end_date), days_back).cast("timestamp")) + seconds).cast(
+        "timestamp"
+    )
     amount = F.exp(F.col("amount_log_mean") + F.col("amount_log_sd") * standard_normal(seed, "amount", *keys))
     return orders.select(
-        F.concat_ws("-", F.lit("t"), customer_id.cast("string"), F.col("order_number").cast("string")).alias("transaction_id"),
+        F.concat_ws("-", F.lit("t"), customer_id.cast("string"), F.col("order_number").cast("string")).alias(
+            "transaction_id"
+        ),
         customer_id,
         timestamp.alias("transaction_ts"),
         F.round(amount, 2).alias("amount"),
-        F.greatest(F.lit(1), poisson_like_count(F.col("quantity_mean"), seed, "quantity", *keys)).alias("quantity"),
-        weighted_choice(_string_array(CATEGORIES), F.col("category_edges"), uniform(seed, "category", *keys)).alias("category"),
-        weighted_choice(_string_array(CHANNELS), F.col("channel_edges"), uniform(seed, "channel", *keys)).alias("channel"),
+        F.greatest(F.lit(1), poisson_like_count(F.col("quantity_mean"), seed, "quantity", *keys)).alias(
+            "quantity"
+        ),
+        weighted_choice(
+            _string_array(CATEGORIES), F.col("category_edges"), uniform(seed, "category", *keys)
+        ).alias("category"),
+        weighted_choice(
+            _string_array(CHANNELS), F.col("channel_edges"), uniform(seed, "channel", *keys)
+        ).alias("channel"),
     )
 
 
@@ -208,7 +253,9 @@ def generate_events(people: DataFrame, seed: int, end_date: dt.date) -> DataFram
     ).where(F.col("session_count") > 0)  # some customers never visit: they get no events
     sessions = counted.withColumn("session_number", F.explode(F.sequence(F.lit(1), F.col("session_count"))))
     session_keys = (customer_id, F.col("session_number"))
-    days_back = _days_back(F.col("browse_from"), F.col("browse_to"), uniform(seed, "session_day", *session_keys))
+    days_back = _days_back(
+        F.col("browse_from"), F.col("browse_to"), uniform(seed, "session_day", *session_keys)
+    )
     start_seconds = F.unix_timestamp(F.date_sub(F.lit(end_date), days_back).cast("timestamp")) + (
         uniform(seed, "session_second", *session_keys) * 86000
     ).cast("long")
@@ -216,17 +263,24 @@ def generate_events(people: DataFrame, seed: int, end_date: dt.date) -> DataFram
         "*",
         start_seconds.alias("session_start"),
         F.explode(
-            F.sequence(F.lit(1), F.greatest(F.lit(1), poisson_like_count(F.col("events_per_session"), seed, "events", *session_keys)))
+            F.sequence(
+                F.lit(1),
+                F.greatest(
+                    F.lit(1), poisson_like_count(F.col("events_per_session"), seed, "events", *session_keys)
+                ),
+            )
         ).alias("event_number"),
     )
     event_keys = (*session_keys, F.col("event_number"))
     return events.select(
         customer_id,
-        F.concat_ws("-", F.lit("s"), customer_id.cast("string"), F.col("session_number").cast("string")).alias("session_id"),
+        F.concat_ws(
+            "-", F.lit("s"), customer_id.cast("string"), F.col("session_number").cast("string")
+        ).alias("session_id"),
         (F.col("session_start") + F.col("event_number") * 25).cast("timestamp").alias("event_ts"),
-        weighted_choice(_string_array(EVENT_TYPES), F.col("event_edges"), uniform(seed, "event_type", *event_keys)).alias(
-            "event_type"
-        ),
+        weighted_choice(
+            _string_array(EVENT_TYPES), F.col("event_edges"), uniform(seed, "event_type", *event_keys)
+        ).alias("event_type"),
     )
 
 
@@ -242,7 +296,9 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
     settings = config.generate
     warehouse = Warehouse.from_config(spark, config)
     database = config.input.database
-    people = generate_customers(spark, settings.customers, settings.seed, settings.end_date, settings.partitions)
+    people = generate_customers(
+        spark, settings.customers, settings.seed, settings.end_date, settings.partitions
+    )
     people = people.withColumn("signup_date", F.greatest(F.col("signup_date"), F.lit(settings.start_date)))
     customers = people.select("customer_id", "signup_date", "age", "gender", "region")
     truth = people.select("customer_id", "persona")
@@ -259,6 +315,9 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
     )
     log.info(
         "generated %d customers, %d transactions, %d events in %s",
-        counts.customers, counts.transactions, counts.events, database,
+        counts.customers,
+        counts.transactions,
+        counts.events,
+        database,
     )
     return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ class AutoencoderSpec:
 
 def _stack(widths: list[int], dropout: float, final_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(width_in, width_out))
         is_last = index == len(widths) - 2
         if not is_last or final_activation:

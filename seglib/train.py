@@ -42,7 +42,9 @@ class HorovodSparkLauncher:
 
         # Petastorm 0.12 on pyarrow 14 warns on every read (legacy dataset API, see STACK.md).
         env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
-        return list(horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, use_gloo=True, verbose=1, env=env))
+        return list(
+            horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, use_gloo=True, verbose=1, env=env)
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
 def _raise_rank_failures(results: list[RankResult]) -> None:
     failed = [result for result in results if result.error]
     if failed:
-        details = "\n".join(f"--- rank {result.rank} of {result.size} ---\n{result.error}" for result in failed)
+        details = "\n".join(
+            f"--- rank {result.rank} of {result.size} ---\n{result.error}" for result in failed
+        )
         raise TrainingError(f"training failed on {len(failed)} of {len(results)} ranks:\n{details}")
 
 
@@ -101,7 +105,9 @@ def train(spark: SparkSession, config: SeglibConfig, launcher: Launcher | None =
     snapshot = config.features.snapshot_date
     metadata = load_feature_metadata(spark, config)
     warehouse = Warehouse.from_config(spark, config)
-    features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot).select(FEATURE_VECTOR_COLUMN)
+    features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot).select(
+        FEATURE_VECTOR_COLUMN
+    )
     rows = features.count()
     plan = plan_training(config, metadata.dimension, rows)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, resolve_uri(config.storage.cache_dir))
@@ -111,11 +117,19 @@ def train(spark: SparkSession, config: SeglibConfig, launcher: Launcher | None =
     version = new_model_version(snapshot)
     log.info(
         "training %s on %d customers x %d features: %d workers, %d epochs of %d steps, batch %d",
-        version, rows, plan.input_dim, config.train.num_proc, plan.epochs, plan.steps_per_epoch, plan.batch_size,
+        version,
+        rows,
+        plan.input_dim,
+        config.train.num_proc,
+        plan.epochs,
+        plan.steps_per_epoch,
+        plan.batch_size,
     )
     started = time.perf_counter()
     try:
-        results = (launcher or HorovodSparkLauncher()).run(train_rank, (plan, converter), config.train.num_proc)
+        results = (launcher or HorovodSparkLauncher()).run(
+            train_rank, (plan, converter), config.train.num_proc
+        )
     except Exception as error:  # a rank died hard (killed, out of memory) rather than reporting back
         raise TrainingError(
             f"Horovod training job failed before every rank reported back: {error}. "
@@ -128,7 +142,10 @@ def train(spark: SparkSession, config: SeglibConfig, launcher: Launcher | None =
     assert chief.model_payload is not None, "rank 0 returned no model"
     for epoch in chief.history:
         log.info(
-            "epoch %3d  loss %.5f  %.0f rows/s  %.1fs", epoch["epoch"], epoch["loss"], epoch["rows_per_second"],
+            "epoch %3d  loss %.5f  %.0f rows/s  %.1fs",
+            epoch["epoch"],
+            epoch["loss"],
+            epoch["rows_per_second"],
             epoch["seconds"],
         )
     uri = join_uri(models_root(config), version)

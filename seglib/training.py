@@ -100,7 +100,12 @@ def _train(plan: TrainingPlan, converter: Any, hvd: Any) -> RankResult:
             seconds = time.perf_counter() - started
             total_rows = float(hvd.allreduce(torch.tensor(float(rows)), name=f"rows.{epoch}", op=hvd.Sum))
             history.append(
-                {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds, "rows_per_second": total_rows / seconds}
+                {
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "seconds": seconds,
+                    "rows_per_second": total_rows / seconds,
+                }
             )
     payload = serialize(model) if hvd.rank() == 0 else None
     return RankResult(rank=hvd.rank(), size=hvd.size(), history=history, model_payload=payload)

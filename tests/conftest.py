@@ -21,6 +21,22 @@ SUITE_OVERRIDES = [
 ]
 
 
+def suite_config(root: Path, name: str, *overrides: str) -> SeglibConfig:
+    """Config whose folders live under `root` and whose databases are `name` and `name`_raw."""
+    return load_config(
+        None,
+        [
+            *SUITE_OVERRIDES,
+            f"storage.warehouse_dir={root / 'warehouse'}",
+            f"storage.model_dir={root / 'models'}",
+            f"storage.cache_dir={root / 'cache'}",
+            f"storage.database={name}",
+            f"input.database={name}_raw",
+            *overrides,
+        ],
+    )
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
@@ -34,18 +50,6 @@ def make_config(tmp_path: Path) -> Callable[..., SeglibConfig]:
     """Config with this test's own folders and database names (the catalog is shared by the session)."""
 
     def build(*overrides: str) -> SeglibConfig:
-        number = next(_database_numbers)
-        return load_config(
-            None,
-            [
-                *SUITE_OVERRIDES,
-                f"storage.warehouse_dir={tmp_path / 'warehouse'}",
-                f"storage.model_dir={tmp_path / 'models'}",
-                f"storage.cache_dir={tmp_path / 'cache'}",
-                f"storage.database=seg_test_{number}",
-                f"input.database=raw_test_{number}",
-                *overrides,
-            ],
-        )
+        return suite_config(tmp_path, f"seg_test_{next(_database_numbers)}", *overrides)
 
     return build

@@ -76,10 +76,24 @@ def customers(spark):
 def test_transaction_features_use_only_rows_up_to_the_snapshot(transactions):
     result = transaction_features(transactions, SNAPSHOT, ["books", "toys"])
     expected = [
-        Row(customer_id=1, recency_days=0.0, frequency=2.0, monetary=40.0, avg_order_value=20.0,
-            share_books=0.25, share_toys=0.75),
-        Row(customer_id=2, recency_days=121.0, frequency=2.0, monetary=30.0, avg_order_value=15.0,
-            share_books=1.0, share_toys=0.0),
+        Row(
+            customer_id=1,
+            recency_days=0.0,
+            frequency=2.0,
+            monetary=40.0,
+            avg_order_value=20.0,
+            share_books=0.25,
+            share_toys=0.75,
+        ),
+        Row(
+            customer_id=2,
+            recency_days=121.0,
+            frequency=2.0,
+            monetary=30.0,
+            avg_order_value=15.0,
+            share_books=1.0,
+            share_toys=0.0,
+        ),
     ]
     assertDataFrameEqual(result, expected)
 
@@ -87,10 +101,24 @@ def test_transaction_features_use_only_rows_up_to_the_snapshot(transactions):
 def test_event_features_count_types_case_insensitively_and_ignore_the_future(events):
     result = event_features(events, SNAPSHOT)
     expected = [
-        Row(customer_id=1, sessions=2.0, views=2.0, searches=1.0, carts=1.0, purchase_events=0.0,
-            days_since_last_visit=2.0),
-        Row(customer_id=2, sessions=1.0, views=0.0, searches=0.0, carts=0.0, purchase_events=1.0,
-            days_since_last_visit=30.0),
+        Row(
+            customer_id=1,
+            sessions=2.0,
+            views=2.0,
+            searches=1.0,
+            carts=1.0,
+            purchase_events=0.0,
+            days_since_last_visit=2.0,
+        ),
+        Row(
+            customer_id=2,
+            sessions=1.0,
+            views=0.0,
+            searches=0.0,
+            carts=0.0,
+            purchase_events=1.0,
+            days_since_last_visit=30.0,
+        ),
     ]
     assertDataFrameEqual(result, expected)
 
@@ -150,10 +178,17 @@ def test_preprocessing_standardises_numeric_features_and_keeps_region_one_hot_bi
     assert rows[1][0] == pytest.approx(rows[3][0])
     assert rows[2][0] > rows[1][0]
     # region slots: a, b and one for unseen regions; exactly one 1.0 each, unscaled
-    assert [list(rows[1][1:]), list(rows[2][1:]), list(rows[3][1:])] == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
-                                                                        [0.0, 1.0, 0.0]]
-    assert vector_slot_names(model, ["recency_days"]) == ["recency_days", "region=a", "region=b",
-                                                          "region=__unseen__"]
+    assert [list(rows[1][1:]), list(rows[2][1:]), list(rows[3][1:])] == [
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0],
+    ]
+    assert vector_slot_names(model, ["recency_days"]) == [
+        "recency_days",
+        "region=a",
+        "region=b",
+        "region=__unseen__",
+    ]
     unseen = spark.createDataFrame([(9, 2.0, "zzz")], "customer_id long, recency_days double, region string")
     assert list(apply_preprocessing(model, unseen).first()["features"][1:]) == [0.0, 0.0, 1.0]
 
@@ -166,7 +201,9 @@ def test_numeric_feature_names_add_one_share_per_category():
 
 def test_missing_required_column_names_the_table_and_the_column(spark):
     df = spark.createDataFrame([(1, 2.0)], "customer_id long, amount double")
-    with pytest.raises(InputDataError, match=r"table shop\.orders \(transactions\) has no column 'transaction_id'"):
+    with pytest.raises(
+        InputDataError, match=r"table shop\.orders \(transactions\) has no column 'transaction_id'"
+    ):
         check_input_columns(df, "transactions", "shop.orders")
 
 
@@ -175,5 +212,7 @@ def test_mistyped_column_names_the_type_found_and_expected(spark):
         [(1, "t1", "2025-01-01", "12.5", "books")],
         "customer_id long, transaction_id string, transaction_ts string, amount string, category string",
     )
-    with pytest.raises(InputDataError, match=r"column 'transaction_ts' has type string, expected one of: date"):
+    with pytest.raises(
+        InputDataError, match=r"column 'transaction_ts' has type string, expected one of: date"
+    ):
         check_input_columns(df, "transactions", "shop.orders")

@@ -1,0 +1,151 @@
+"""The whole pipeline through the same code as `seg run`: real Spark, Horovod on 2 processes,
+Petastorm, Delta."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from seglib.generate import TRUTH_TABLE
+from seglib.pipeline import run_pipeline
+from tests.conftest import suite_config
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = {
+    "customer_embeddings": "struct<customer_id:bigint,embedding:array<float>,model_version:string,snapshot_date:date>",
+    "customer_segments": (
+        "struct<customer_id:bigint,segment_id:int,distance_to_centroid:double,snapshot_date:date,"
+        "model_version:string>"
+    ),
+    "segment_profiles": (
+        "struct<segment_id:int,segment_size:bigint,segment_share:double,feature:string,segment_mean:double,"
+        "population_mean:double,lift:double,snapshot_date:date,model_version:string>"
+    ),
+}
+
+
+def best_ari_when_two_personas_are_merged(personas: list[str]) -> float:
+    """The best score a segmentation can reach if it fails to tell any two personas apart."""
+    names = sorted(set(personas))
+    scores = []
+    for first, second in itertools.combinations(names, 2):
+        merged = [first if persona == second else persona for persona in personas]
+        scores.append(adjusted_rand_score(personas, merged))
+    return max(scores)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    config = suite_config(root, "seg_e2e", "generate.customers=1500", "generate.partitions=2")
+    report = run_pipeline(spark, config)
+    return config, report, root
+
+
+def table_counts(spark, database):
+    return {
+        table: spark.table(f"{database}.{table}").count()
+        for table in ("customer_features", "customer_embeddings", "customer_segments", "segment_profiles")
+    }
+
+
+def test_every_customer_is_segmented_exactly_once(spark, pipeline_run):
+    config, _, _ = pipeline_run
+    customers = spark.table(f"{config.input.database}.customers")
+    segments = spark.table(f"{config.storage.database}.customer_segments")
+    assert segments.count() == customers.count() == 1500
+    assert segments.select("customer_id").distinct().count() == 1500
+    assert segments.join(customers, "customer_id", "left_anti").count() == 0
+    assert {row[0] for row in segments.select("segment_id").distinct().collect()} == set(
+        range(config.cluster.k)
+    )
+
+
+def test_tables_have_the_documented_schemas(spark, pipeline_run):
+    config, _, _ = pipeline_run
+    for table, schema in SCHEMAS.items():
+        assert spark.table(f"{config.storage.database}.{table}").schema.simpleString() == schema
+    features = spark.table(f"{config.storage.database}.customer_features")
+    assert {
+        "customer_id",
+        "snapshot_date",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "avg_order_value",
+        "sessions",
+        "views",
+        "age",
+        "region",
+        "features",
+    } <= set(features.columns)
+
+
+def test_profiles_are_consistent_with_the_segments(spark, pipeline_run):
+    config, report, _ = pipeline_run
+    database = config.storage.database
+    sizes = {
+        row["segment_id"]: row["count"]
+        for row in spark.table(f"{database}.customer_segments").groupBy("segment_id").count().collect()
+    }
+    profile_sizes = {
+        row["segment_id"]: row["segment_size"]
+        for row in spark.table(f"{database}.segment_profiles")
+        .select("segment_id", "segment_size")
+        .distinct()
+        .collect()
+    }
+    assert profile_sizes == sizes
+    assert [summary.size for summary in report.segments] == sorted(sizes.values(), reverse=True)
+    monetary = spark.sql(
+        f"SELECT sum(segment_mean * segment_share) AS weighted, max(population_mean) AS population "
+        f"FROM {database}.segment_profiles WHERE feature = 'monetary'"
+    ).first()
+    assert monetary["weighted"] == pytest.approx(monetary["population"], rel=1e-9)
+
+
+def test_planted_personas_are_recovered(spark, pipeline_run):
+    config, _, _ = pipeline_run
+    rows = (
+        spark.table(f"{config.storage.database}.customer_segments")
+        .join(spark.table(f"{config.input.database}.{TRUTH_TABLE}"), "customer_id")
+        .select("segment_id", "persona")
+        .collect()
+    )
+    personas = [row["persona"] for row in rows]
+    segments = [row["segment_id"] for row in rows]
+    # A segmentation that cannot tell some two personas apart scores at most this; the model must beat it.
+    threshold = best_ari_when_two_personas_are_merged(personas)
+    assert 0.7 < threshold < 0.9
+    score = adjusted_rand_score(personas, segments)
+    print(f"ARI {score:.3f} against the two-personas-merged bound {threshold:.3f}")
+    assert score > threshold
+
+
+def test_model_directory_holds_weights_metadata_and_history(pipeline_run):
+    config, report, root = pipeline_run
+    trained = report.results["train"]
+    model_dir = root / "models" / "autoencoder" / trained.version
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert (model_dir / "model.pt").stat().st_size > 1000
+    assert metadata["workers"] == 2
+    assert len(metadata["history"]) == config.train.epochs
+    assert metadata["history"][-1]["loss"] < metadata["history"][0]["loss"]
+    assert (root / "models" / "autoencoder" / "LATEST").read_text().strip() == trained.version
+
+
+def test_rerunning_every_stage_for_the_snapshot_leaves_identical_row_counts(spark, pipeline_run):
+    config, first, _ = pipeline_run
+    before = table_counts(spark, config.storage.database)
+    second = run_pipeline(spark, config)
+    assert second.results["train"].version != first.results["train"].version
+    assert table_counts(spark, config.storage.database) == before
+    segments = spark.table(f"{config.storage.database}.customer_segments")
+    assert {row[0] for row in segments.select("model_version").distinct().collect()} == {
+        second.results["train"].version
+    }
+    assert spark.sql(f"DESCRIBE HISTORY {config.storage.database}.customer_features").count() == 2
