@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.config import ClusterConfig, SeglibConfig
@@ -95,33 +94,44 @@ class SegmentSummary:
     segment_id: int
     size: int
     share: float
-    top_lifts: list[tuple[str, float]]
+    highest: list[tuple[str, float]]  # features most above the population mean (lift > 1)
+    lowest: list[tuple[str, float]]  # features most below it (lift < 1)
 
 
 def summarize(profiles: DataFrame, top: int = 3) -> list[SegmentSummary]:
-    """The features that set each segment apart most (largest |log lift|); profiles are k x features rows."""
-    rows = profiles.collect()
-    summaries: dict[int, SegmentSummary] = {}
-    for row in sorted(rows, key=lambda r: r["segment_id"]):
-        summary = summaries.setdefault(
-            row["segment_id"],
-            SegmentSummary(row["segment_id"], row["segment_size"], row["segment_share"], []),
+    """What sets each segment apart: the largest and smallest lifts (profiles are k x features rows)."""
+    by_segment: dict[int, list[Row]] = {}
+    for row in profiles.collect():
+        by_segment.setdefault(row["segment_id"], []).append(row)
+    summaries = []
+    for segment_id, rows in sorted(by_segment.items()):
+        lifts = sorted(
+            ((row["feature"], row["lift"]) for row in rows if row["lift"] is not None), key=lambda x: x[1]
         )
-        if row["lift"] is not None and row["lift"] > 0:
-            summary.top_lifts.append((row["feature"], row["lift"]))
-    for summary in summaries.values():
-        summary.top_lifts.sort(key=lambda item: -abs(math.log(item[1])))
-        del summary.top_lifts[top:]
-    return list(summaries.values())
+        summaries.append(
+            SegmentSummary(
+                segment_id=segment_id,
+                size=rows[0]["segment_size"],
+                share=rows[0]["segment_share"],
+                highest=[item for item in reversed(lifts[-top:]) if item[1] > 1],
+                lowest=[item for item in lifts[:top] if item[1] < 1],
+            )
+        )
+    return summaries
 
 
 def format_summary(summaries: list[SegmentSummary]) -> str:
+    def lifts(items: list[tuple[str, float]]) -> str:
+        return ", ".join(f"{name} x{lift:.2f}" for name, lift in items) or "-"
+
     lines = [
-        f"{'segment':>7}  {'customers':>9}  {'share':>6}  distinguishing features (lift vs. all customers)"
+        f"{'segment':>7}  {'customers':>9}  {'share':>6}  above average | below average (lift vs. all customers)"
     ]
     for summary in summaries:
-        lifts = ", ".join(f"{name} x{lift:.2f}" for name, lift in summary.top_lifts)
-        lines.append(f"{summary.segment_id:>7}  {summary.size:>9}  {summary.share:>6.1%}  {lifts}")
+        lines.append(
+            f"{summary.segment_id:>7}  {summary.size:>9}  {summary.share:>6.1%}  "
+            f"{lifts(summary.highest)} | {lifts(summary.lowest)}"
+        )
     return "\n".join(lines)
 
 

@@ -33,20 +33,27 @@ def session_settings(config: SeglibConfig) -> dict[str, str]:
         "spark.sql.warehouse.dir": resolve_uri(config.storage.warehouse_dir),
         "spark.driver.memory": config.spark.driver_memory,
         "spark.ui.showConsoleProgress": "false",
-        # Executors must run the interpreter that has torch, petastorm and horovod installed.
-        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
     if config.spark.master is not None:
         settings["spark.master"] = config.spark.master
+    if is_local_master(config.spark.master):
+        # Local workers must run this interpreter, the one with torch, petastorm and horovod. On a
+        # cluster the executors' Python comes from the cluster (PYSPARK_PYTHON, a packed venv).
+        settings["spark.pyspark.python"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
     settings.update(config.spark.conf)
     return settings
 
 
+def is_local_master(master: str | None) -> bool:
+    return master == "local" or (master is not None and master.startswith(("local[", "local-cluster[")))
+
+
 def open_session(config: SeglibConfig) -> SparkSession:
     """Open (or join) the SparkSession for a seglib entry point."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if is_local_master(config.spark.master):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in session_settings(config).items():
         builder = builder.config(key, value)

@@ -5,7 +5,7 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from seglib.cluster import euclidean_distance, relabel_by_size, segment_profiles
+from seglib.cluster import euclidean_distance, format_summary, relabel_by_size, segment_profiles, summarize
 
 
 def test_euclidean_distance_of_arrays(spark):
@@ -74,3 +74,27 @@ def test_lift_is_null_when_the_population_mean_is_zero(spark):
     segments = spark.createDataFrame([(1, 0), (2, 1)], "customer_id long, segment_id int")
     result = segment_profiles(features, segments, ["returns"]).select("segment_id", "lift")
     assertDataFrameEqual(result, [Row(segment_id=0, lift=None), Row(segment_id=1, lift=None)])
+
+
+def test_summary_lists_features_above_and_below_the_population(spark):
+    profiles = spark.createDataFrame(
+        [
+            (0, 3, 0.75, "monetary", 0.8),
+            (0, 3, 0.75, "visits", 0.5),
+            (0, 3, 0.75, "returns", None),
+            (1, 1, 0.25, "monetary", 1.6),
+            (1, 1, 0.25, "visits", 2.5),
+        ],
+        "segment_id int, segment_size long, segment_share double, feature string, lift double",
+    )
+    first, second = summarize(profiles, top=1)
+    assert (first.segment_id, first.size, first.share, first.highest, first.lowest) == (
+        0,
+        3,
+        0.75,
+        [],
+        [("visits", 0.5)],
+    )
+    assert (second.highest, second.lowest) == ([("visits", 2.5)], [])
+    table = format_summary([first, second])
+    assert "visits x0.50" in table.splitlines()[1] and "visits x2.50" in table.splitlines()[2]
