@@ -216,3 +216,24 @@ def test_mistyped_column_names_the_type_found_and_expected(spark):
         InputDataError, match=r"column 'transaction_ts' has type string, expected one of: date"
     ):
         check_input_columns(df, "transactions", "shop.orders")
+
+
+def test_features_stage_stops_on_a_raw_table_without_a_required_column(spark, make_config, customers, events):
+    from seglib.features import features
+    from seglib.warehouse import Warehouse
+
+    config = make_config()
+    warehouse = Warehouse.from_config(spark, config)
+    raw = config.input.database
+    no_amount = spark.createDataFrame(
+        [("t1", 1, ts("2025-06-20 10:00:00"), "books")],
+        "transaction_id string, customer_id long, transaction_ts timestamp, category string",
+    )
+    warehouse.write_table(customers, raw, "customers")
+    warehouse.write_table(events, raw, "events")
+    warehouse.write_table(no_amount, raw, "transactions")
+    with pytest.raises(
+        InputDataError, match=rf"table {raw}\.transactions \(transactions\) has no column 'amount'"
+    ):
+        features(spark, config)
+    assert not warehouse.exists(config.storage.database, "customer_features")
