@@ -55,14 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool) -> None:
+    """seglib's progress at INFO; other libraries (Horovod's rendezvous, py4j retries) at WARNING."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         force=True,  # PySpark may have configured the root logger already
     )
-    for noisy in ("py4j", "petastorm", "pyarrow", "horovod"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("seglib").setLevel(logging.DEBUG if verbose else logging.INFO)
     # Petastorm 0.12 uses pyarrow's legacy dataset API; the pins in STACK.md keep it working.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

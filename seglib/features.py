@@ -8,6 +8,7 @@ and Columns; `build_features` joins them and `features` writes the `customer_fea
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,14 @@ from seglib import fs
 from seglib.config import SeglibConfig, validate_identifier
 from seglib.errors import InputDataError
 from seglib.paths import join_uri, resolve_uri
+from seglib.validation import (
+    QUARANTINE_TABLE,
+    ValidatedTable,
+    customer_rules,
+    event_rules,
+    transaction_rules,
+    validate_rows,
+)
 from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
 
 log = logging.getLogger(__name__)
@@ -327,27 +336,48 @@ def load_feature_metadata(spark: SparkSession, config: SeglibConfig) -> FeatureM
 
 @dataclass(frozen=True)
 class InputTables:
+    """The raw tables after row-level validation: accepted rows, and the rejected ones with reasons."""
+
     customers: DataFrame
     transactions: DataFrame
     events: DataFrame
+    rejected: DataFrame
+    counts: dict[str, dict[str, int]]
+
+
+ROW_RULES = {"customers": customer_rules, "transactions": transaction_rules, "events": event_rules}
 
 
 def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
+    """Read, check the columns of, and validate the rows of the three raw tables."""
     warehouse = Warehouse.from_config(spark, config)
     database = config.input.database
-    tables = {}
-    for role in ("customers", "transactions", "events"):
-        name = getattr(config.input, role)
-        df = warehouse.read(database, name)
-        check_input_columns(df, role, f"{database}.{name}")
-        tables[role] = df
-    return InputTables(**tables)
+    validated: dict[str, ValidatedTable] = {}
+    for role, rules in ROW_RULES.items():
+        name = f"{database}.{getattr(config.input, role)}"
+        df = warehouse.read(database, getattr(config.input, role))
+        check_input_columns(df, role, name)
+        validated[role] = validate_rows(df, name, rules())
+    rejected = functools.reduce(DataFrame.unionByName, [table.rejected for table in validated.values()])
+    return InputTables(
+        customers=validated["customers"].accepted,
+        transactions=validated["transactions"].accepted,
+        events=validated["events"].accepted,
+        rejected=rejected,
+        counts={table.name: table.counts for table in validated.values()},
+    )
 
 
 def features(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
     """Compute the snapshot's features, fit or reuse the preprocessing pipeline, write customer_features."""
     snapshot = config.features.snapshot_date
     inputs = read_inputs(spark, config)
+    warehouse = Warehouse.from_config(spark, config)
+    # Rewritten on every run, also when empty, so that a rerun never keeps stale rejects.
+    warehouse.write_snapshot(
+        inputs.rejected.withColumn(SNAPSHOT_COLUMN, F.lit(snapshot)), config.storage.database, QUARANTINE_TABLE,
+        snapshot,
+    )  # fmt: skip
     pipeline_uri = join_uri(preprocessing_uri(config), "pipeline")
     reuse = not config.features.refit and fs.exists(spark, pipeline_uri)
     if reuse:
@@ -384,7 +414,7 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
             json.dumps(asdict(metadata), indent=2),
         )
         log.info("fitted preprocessing pipeline on snapshot %s (%d inputs)", snapshot, metadata.dimension)
-    Warehouse.from_config(spark, config).write_snapshot(
+    warehouse.write_snapshot(
         apply_preprocessing(model, raw), config.storage.database, FEATURES_TABLE, snapshot
     )
     raw.unpersist()
