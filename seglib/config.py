@@ -104,7 +104,10 @@ class FeaturesConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    num_proc: int = Field(default=2, ge=1, description="Horovod worker processes (<= free Spark task slots).")
+    launcher: Literal["horovod", "torch_distributor"] = Field(
+        default="horovod", description="horovod.spark.run, or Spark's TorchDistributor (torch.distributed)."
+    )
+    num_proc: int = Field(default=2, ge=1, description="Training processes (<= free Spark task slots).")
     epochs: int = Field(default=100, ge=1)
     batch_size: int = Field(default=64, ge=1, description="Rows per step on each worker.")
     learning_rate: float = Field(default=1e-3, gt=0, description="Per worker; scaled by num_proc.")

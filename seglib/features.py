@@ -49,8 +49,9 @@ FEATURES_TABLE = "customer_features"
 FEATURE_VECTOR_COLUMN = "features"
 UNKNOWN_REGION = "unknown"
 
-# Counts and amounts are heavy-tailed: the pipeline log-transforms them before scaling.
-LOG_TRANSFORMED = (
+# Counts and amounts: zero for a customer without purchases or visits, and heavy-tailed, so the
+# pipeline log-transforms them before scaling.
+COUNTS_AND_AMOUNTS = (
     "frequency",
     "monetary",
     "avg_order_value",
@@ -234,17 +235,7 @@ def build_features(
         .join(purchases, "customer_id", "left")
         .join(browsing, "customer_id", "left")
     )
-    zero_filled = [
-        "frequency",
-        "monetary",
-        "avg_order_value",
-        "sessions",
-        "views",
-        "searches",
-        "carts",
-        "purchase_events",
-        *[category_share_column(category) for category in categories],
-    ]
+    zero_filled = [*COUNTS_AND_AMOUNTS, *[category_share_column(category) for category in categories]]
     capped = ["recency_days", "days_since_last_visit"]
     return joined.select(
         F.col("customer_id"),
@@ -286,9 +277,9 @@ def preprocessing_pipeline(numeric_features: list[str]) -> Pipeline:
     standard deviations and let a noise attribute dominate the embedding.
     """
     transformed = [
-        f"log1p(`{name}`) AS `{name}__log`" for name in numeric_features if name in LOG_TRANSFORMED
+        f"log1p(`{name}`) AS `{name}__log`" for name in numeric_features if name in COUNTS_AND_AMOUNTS
     ]
-    model_inputs = [f"{name}__log" if name in LOG_TRANSFORMED else name for name in numeric_features]
+    model_inputs = [f"{name}__log" if name in COUNTS_AND_AMOUNTS else name for name in numeric_features]
     imputed = [f"{name}__imputed" for name in model_inputs]
     return Pipeline(
         stages=[

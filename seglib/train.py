@@ -19,7 +19,7 @@ from seglib.config import SeglibConfig
 from seglib.errors import TrainingError
 from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE, load_feature_metadata
 from seglib.paths import join_uri, resolve_uri
-from seglib.training import RankResult, TrainingPlan, train_rank
+from seglib.training import RankResult, TrainingPlan, train_rank, train_rank_torch_distributed
 from seglib.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,24 @@ class HorovodSparkLauncher:
         return list(
             horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, use_gloo=True, verbose=1, env=env)
         )
+
+
+class TorchDistributorLauncher:
+    """`pyspark.ml.torch.distributor.TorchDistributor`: Spark's own launcher (barrier tasks,
+    torch.distributed over Gloo), the path Databricks recommends on runtimes without Horovod.
+    It returns rank 0's result only."""
+
+    def run(self, fn: Callable[..., ResultT], args: Sequence[Any], num_proc: int) -> list[ResultT]:
+        from pyspark.ml.torch.distributor import TorchDistributor
+
+        distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=False)
+        return [distributor.run(fn, *args)]  # type: ignore[list-item]
+
+
+LAUNCHERS: dict[str, tuple[Callable[[], Launcher], Callable[..., RankResult]]] = {
+    "horovod": (HorovodSparkLauncher, train_rank),
+    "torch_distributor": (TorchDistributorLauncher, train_rank_torch_distributed),
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
     )
 
 
-def _raise_rank_failures(results: list[RankResult]) -> None:
+def raise_rank_failures(results: list[RankResult]) -> None:
     failed = [result for result in results if result.error]
     if failed:
         details = "\n".join(
@@ -98,8 +116,9 @@ def _raise_rank_failures(results: list[RankResult]) -> None:
         raise TrainingError(f"training failed on {len(failed)} of {len(results)} ranks:\n{details}")
 
 
-def train(spark: SparkSession, config: SeglibConfig, launcher: Launcher | None = None) -> TrainedModel:
-    """Train the autoencoder on the snapshot's scaled features with Horovod, reading through Petastorm."""
+def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
+    """Train the autoencoder on the snapshot's scaled features on Spark executors (Horovod by default),
+    every rank reading its shard through Petastorm."""
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     snapshot = config.features.snapshot_date
@@ -127,17 +146,16 @@ def train(spark: SparkSession, config: SeglibConfig, launcher: Launcher | None =
     )
     started = time.perf_counter()
     try:
-        results = (launcher or HorovodSparkLauncher()).run(
-            train_rank, (plan, converter), config.train.num_proc
-        )
+        make_launcher, rank_function = LAUNCHERS[config.train.launcher]
+        results = make_launcher().run(rank_function, (plan, converter), config.train.num_proc)
     except Exception as error:  # a rank died hard (killed, out of memory) rather than reporting back
         raise TrainingError(
-            f"Horovod training job failed before every rank reported back: {error}. "
+            f"{config.train.launcher} training job failed before every rank reported back: {error}. "
             "Look for the first Python traceback in the executor log above."
         ) from error
     finally:
         converter.delete()
-    _raise_rank_failures(results)
+    raise_rank_failures(results)
     chief = next(result for result in results if result.rank == 0)
     assert chief.model_payload is not None, "rank 0 returned no model"
     for epoch in chief.history:
@@ -157,6 +175,7 @@ def train(spark: SparkSession, config: SeglibConfig, launcher: Launcher | None =
         "training_seconds": time.perf_counter() - started,
         "rows": rows,
         "workers": config.train.num_proc,
+        "launcher": config.train.launcher,
         "plan": asdict(plan),
         "feature_slots": metadata.vector_slots,
         "preprocessing": {"categories": metadata.categories, "fitted_snapshot": metadata.fitted_snapshot},
