@@ -14,7 +14,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${SEGLIB_VENV:-$root/.venv}"
 cache="${SEGLIB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/seglib}"
-python_bin="${SEGLIB_PYTHON:-python3.11}"
+python_bin="${SEGLIB_PYTHON:-$(command -v python3.11 || command -v python3 || echo python3.11)}"
 horovod_version="0.28.1"
 requirements="$root/requirements/stack.txt"
 [[ "${1:-}" == "--dev" ]] && requirements="$root/requirements/dev.txt"
