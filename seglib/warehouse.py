@@ -15,7 +15,9 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from seglib import fs
 from seglib.config import SeglibConfig, validate_identifier
@@ -57,7 +59,7 @@ class Warehouse:
         else:
             writer = writer.partitionBy(SNAPSHOT_COLUMN).option("partitionOverwriteMode", "dynamic")
         writer.save(location)
-        self.register(database, table)
+        self.register(database, table, df.schema, partitioned=True)
         log.info("wrote snapshot %s of %s.%s (%s)", snapshot, database, table, self.format)
 
     def write_table(self, df: DataFrame, database: str, table: str) -> None:
@@ -67,19 +69,39 @@ class Warehouse:
         if self.format == "delta":
             writer = writer.option("overwriteSchema", "true")
         writer.save(location)
-        self.register(database, table)
+        self.register(database, table, df.schema, partitioned=False)
         log.info("wrote %s.%s (%s)", database, table, self.format)
 
-    def register(self, database: str, table: str) -> None:
+    def register(
+        self, database: str, table: str, schema: StructType | None = None, partitioned: bool = False
+    ) -> None:
+        """Register the table's location in the catalog (a no-op when it is registered already).
+
+        Delta keeps the schema in its log; a Parquet folder of an empty, partitioned table holds no
+        file to infer it from, so the schema of the rows just written is declared when known.
+        """
         location = self.location(database, table)
         self.spark.sql(
             f"CREATE DATABASE IF NOT EXISTS `{database}` LOCATION '{join_uri(self.root, database + '.db')}'"
         )
         qualified = f"`{database}`.`{table}`"
-        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {qualified} USING {self.format} LOCATION '{location}'")
+        columns, partitioning = "", ""
+        if self.format == "parquet" and schema is not None:
+            columns = (
+                "(" + ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in schema) + ")"
+            )
+            partitioning = f"PARTITIONED BY (`{SNAPSHOT_COLUMN}`)" if partitioned else ""
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {qualified} {columns} USING {self.format} {partitioning} "
+            f"LOCATION '{location}'"
+        )
         self.spark.sql(f"REFRESH TABLE {qualified}")
-        if self.format == "parquet":
+        if self.format == "parquet" and self._is_partitioned(database, table):
+            # A Parquet table's catalog entry lists its partitions: pick up snapshots written since.
             self.spark.sql(f"MSCK REPAIR TABLE {qualified}")
+
+    def _is_partitioned(self, database: str, table: str) -> bool:
+        return any(column.isPartition for column in self.spark.catalog.listColumns(f"`{database}`.`{table}`"))
 
     def read(self, database: str, table: str) -> DataFrame:
         if not self.exists(database, table):
@@ -102,10 +124,18 @@ class Warehouse:
     def register_existing_tables(self, database: str) -> list[str]:
         """Register every table found under the database folder (sessions start with an empty catalog)."""
         folder = join_uri(self.root, f"{database}.db")
-        tables = [name for name in fs.list_directories(self.spark, folder) if _is_identifier(name)]
-        for table in tables:
-            self.register(database, table)
-        return tables
+        registered = []
+        for table in (name for name in fs.list_directories(self.spark, folder) if _is_identifier(name)):
+            try:
+                self.register(database, table)
+            except AnalysisException as error:
+                if self.format != "parquet":
+                    raise
+                # An empty Parquet table (no file to infer a schema from) is registered by its next write.
+                log.debug("not registering empty Parquet table %s.%s: %s", database, table, error)
+                continue
+            registered.append(table)
+        return registered
 
 
 def _is_identifier(name: str) -> bool:

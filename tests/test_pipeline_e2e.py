@@ -149,3 +149,20 @@ def test_rerunning_every_stage_for_the_snapshot_leaves_identical_row_counts(spar
         second.results["train"].version
     }
     assert spark.sql(f"DESCRIBE HISTORY {config.storage.database}.customer_features").count() == 2
+
+
+def test_the_pipeline_runs_on_parquet_tables_and_reruns_without_duplicates(spark, tmp_path):
+    config = suite_config(
+        tmp_path, "seg_parquet", "storage.format=parquet", "generate.customers=300", "train.epochs=5"
+    )
+    run_pipeline(spark, config)
+    rerun = config.model_copy(
+        update={"run": config.run.model_copy(update={"stages": ["features", "embed", "cluster"]})}
+    )
+    run_pipeline(spark, rerun)
+    segments = spark.table(f"{config.storage.database}.customer_segments")
+    assert segments.count() == segments.select("customer_id").distinct().count() == 300
+    assert (
+        tmp_path / "warehouse" / "seg_parquet.db" / "customer_segments" / "snapshot_date=2025-12-31"
+    ).is_dir()
+    assert spark.table(f"{config.storage.database}.quarantine").count() == 0

@@ -77,3 +77,15 @@ def test_table_names_are_validated_before_they_reach_sql(spark, make_config):
     warehouse = Warehouse.from_config(spark, make_config())
     with pytest.raises(ValueError, match="not a valid identifier"):
         warehouse.location("seg", "x` USING parquet --")
+
+
+@pytest.mark.parametrize("table_format", ["delta", "parquet"])
+def test_whole_tables_are_replaced_and_readable_through_the_catalog(spark, make_config, table_format):
+    config = make_config(f"storage.format={table_format}")
+    warehouse = Warehouse.from_config(spark, config)
+    database = config.input.database
+    people = spark.createDataFrame([(1, "a"), (2, "b")], "customer_id long, name string")
+    warehouse.write_table(people, database, "people")
+    warehouse.write_table(people.where("customer_id = 2"), database, "people")
+    assert [row["name"] for row in spark.table(f"{database}.people").collect()] == ["b"]
+    assert warehouse.read(database, "people").count() == 1
