@@ -115,6 +115,7 @@ class TrainConfig(_Strict):
     embedding_dim: int = Field(default=8, ge=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     seed: int = 17
+    reader_workers: int = Field(default=2, ge=1, description="Petastorm reader threads per training worker.")
 
     @field_validator("hidden_dims")
     @classmethod

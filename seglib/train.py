@@ -104,6 +104,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
         seed=settings.seed,
         steps_per_epoch=steps,
         feature_column=FEATURE_VECTOR_COLUMN,
+        reader_workers=settings.reader_workers,
     )
 
 
