@@ -84,7 +84,12 @@ def execute(command: str, config: SeglibConfig, query: str | None = None, limit:
         return report
     if command == "sql":
         assert query is not None
-        spark.sql(query).show(limit, truncate=False)
+        from pyspark.errors import AnalysisException, ParseException
+
+        try:
+            spark.sql(query).show(limit, truncate=False)
+        except (AnalysisException, ParseException) as error:
+            raise SeglibError(f"the query failed: {str(error).splitlines()[0]}") from None
         return None
     result = STAGES[command](spark, config)  # type: ignore[index]
     print(describe_result(command, result))

@@ -50,3 +50,15 @@ def test_seg_command_fails_clearly_on_a_bad_override(tmp_path):
     assert result.returncode == 2
     assert "train.epochs: Input should be greater than or equal to 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_seg_sql_reports_a_bad_query_without_a_traceback(spark, tmp_path, capsys):
+    from seglib.cli import main
+
+    code = main(
+        ["sql", "SELECT * FROM seg_nowhere.customer_segments", "--set", f"storage.warehouse_dir={tmp_path}"]
+    )
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "seg sql: error: the query failed: [TABLE_OR_VIEW_NOT_FOUND]" in error
+    assert "Traceback" not in error
