@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -115,10 +116,14 @@ def poisson_like_count(mean: Column, seed: int, salt: str, *keys: Column) -> Col
     return F.greatest(F.lit(0), F.round(noisy)).cast("int")
 
 
+def choice_index(cumulative_weights: Column, draw: Column) -> Column:
+    """0-based index of the bucket a draw in [0, 1) falls into, against ascending cumulative weights."""
+    return F.size(F.filter(cumulative_weights, lambda edge: edge <= draw))
+
+
 def weighted_choice(values: Column, cumulative_weights: Column, draw: Column) -> Column:
     """Pick from the array `values` by a draw in [0, 1) against ascending cumulative weights."""
-    index = F.size(F.filter(cumulative_weights, lambda edge: edge <= draw))
-    return F.element_at(values, F.least(index + 1, F.size(values)))
+    return F.element_at(values, F.least(choice_index(cumulative_weights, draw) + 1, F.size(values)))
 
 
 def _cumulative(weights: tuple[float, ...]) -> list[float]:
@@ -164,7 +169,7 @@ def persona_frame(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(rows, schema)
 
 
-def _string_array(values: tuple[str, ...]) -> Column:
+def _literal_array(values: Sequence[str | float]) -> Column:
     return F.array(*[F.lit(value) for value in values])
 
 
@@ -178,9 +183,7 @@ def generate_customers(
     """One row per customer with its persona and the persona's parameters (internal frame)."""
     edges = _cumulative(tuple(persona.weight for persona in PERSONAS))
     customer_id = F.col("id")
-    persona_index = F.size(
-        F.filter(F.array(*[F.lit(e) for e in edges]), lambda e: e <= uniform(seed, "persona", customer_id))
-    )
+    persona_index = choice_index(_literal_array(edges), uniform(seed, "persona", customer_id))
     base = spark.range(0, customers, numPartitions=partitions).withColumn(
         "persona_index", persona_index.cast("int")
     )
@@ -199,11 +202,11 @@ def generate_customers(
         .cast("int")
         .alias("age"),
         weighted_choice(
-            _string_array(GENDERS), F.array(F.lit(0.49), F.lit(0.97)), uniform(seed, "gender", customer_id)
+            _literal_array(GENDERS), _literal_array([0.49, 0.97]), uniform(seed, "gender", customer_id)
         ).alias("gender"),
         weighted_choice(
-            _string_array(REGIONS),
-            F.array(*[F.lit(e) for e in _cumulative((1.0,) * len(REGIONS))]),
+            _literal_array(REGIONS),
+            _literal_array(_cumulative((1.0,) * len(REGIONS))),
             uniform(seed, "region", customer_id),
         ).alias("region"),
     ).drop("id")
@@ -238,10 +241,10 @@ def generate_transactions(people: DataFrame, seed: int, end_date: dt.date) -> Da
             "quantity"
         ),
         weighted_choice(
-            _string_array(CATEGORIES), F.col("category_edges"), uniform(seed, "category", *keys)
+            _literal_array(CATEGORIES), F.col("category_edges"), uniform(seed, "category", *keys)
         ).alias("category"),
         weighted_choice(
-            _string_array(CHANNELS), F.col("channel_edges"), uniform(seed, "channel", *keys)
+            _literal_array(CHANNELS), F.col("channel_edges"), uniform(seed, "channel", *keys)
         ).alias("channel"),
     )
 
@@ -279,7 +282,7 @@ def generate_events(people: DataFrame, seed: int, end_date: dt.date) -> DataFram
         ).alias("session_id"),
         (F.col("session_start") + F.col("event_number") * 25).cast("timestamp").alias("event_ts"),
         weighted_choice(
-            _string_array(EVENT_TYPES), F.col("event_edges"), uniform(seed, "event_type", *event_keys)
+            _literal_array(EVENT_TYPES), F.col("event_edges"), uniform(seed, "event_type", *event_keys)
         ).alias("event_type"),
     )
 
