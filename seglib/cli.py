@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help='for example: "SELECT segment_id, count(*) FROM seg.customer_segments GROUP BY 1"',
             )
             sub.add_argument("--limit", type=int, default=50, help="rows to print")
+        if name == "features":
+            sub.add_argument(
+                "--describe",
+                action="store_true",
+                help="print the feature catalog (family, source, transformation, statistics) of the "
+                "snapshot instead of computing features",
+            )
     return parser
 
 
@@ -68,7 +75,9 @@ def configure_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def execute(command: str, config: SeglibConfig, query: str | None = None, limit: int = 50) -> Any:
+def execute(
+    command: str, config: SeglibConfig, query: str | None = None, limit: int = 50, describe: bool = False
+) -> Any:
     """Open the session, register the existing tables, run one stage (or the pipeline)."""
     from seglib.pipeline import STAGES, run_pipeline
     from seglib.session import open_session
@@ -91,6 +100,11 @@ def execute(command: str, config: SeglibConfig, query: str | None = None, limit:
         except (AnalysisException, ParseException) as error:
             raise SeglibError(f"the query failed: {str(error).splitlines()[0]}") from None
         return None
+    if command == "features" and describe:
+        from seglib.features import describe_features
+
+        print(describe_features(spark, config))
+        return None
     result = STAGES[command](spark, config)  # type: ignore[index]
     print(describe_result(command, result))
     return result
@@ -104,7 +118,7 @@ def describe_result(command: str, result: Any) -> str:
             f"{result.events} events"
         )
     if command == "features":
-        return f"wrote customer_features: {result.dimension} model inputs"
+        return str(result.format())
     if command == "train":
         return f"trained model {result.version} on {result.rows} customers (final loss {result.history[-1]['loss']:.4f})"
     if command == "embed":
@@ -124,7 +138,13 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args.config, args.overrides)
-        execute(args.command, config, getattr(args, "query", None), getattr(args, "limit", 50))
+        execute(
+            args.command,
+            config,
+            getattr(args, "query", None),
+            getattr(args, "limit", 50),
+            getattr(args, "describe", False),
+        )
     except SeglibError as error:
         print(f"seg {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -60,19 +60,168 @@ class StorageConfig(_Strict):
         return validate_identifier(value, "storage.database")
 
 
-class InputConfig(_Strict):
-    """Where the raw tables live: catalog tables in `database` (written there by `seg generate`)."""
+class SourceConfig(_Strict):
+    """Where one raw table is read from: a catalog table, or Delta/Parquet/CSV files at a path."""
 
-    database: Identifier = "seg_raw"
-    customers: Identifier = "customers"
-    transactions: Identifier = "transactions"
-    events: Identifier = "events"
+    format: Literal["table", "delta", "parquet", "csv"] = "table"
+    name: str | None = Field(
+        default=None, description="Catalog table, `table` (in input.database) or `database.table`."
+    )
+    path: str | None = Field(
+        default=None, description="Files of a delta, parquet or csv source (local or URL)."
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="Reader options, e.g. {header: 'true', delimiter: ';'} for CSV."
+    )
+    csv_schema: str | None = Field(
+        default=None, description="DDL schema of a CSV source, e.g. 'id STRING, ts STRING, amount DOUBLE'."
+    )
 
     @model_validator(mode="after")
-    def _names_are_identifiers(self) -> InputConfig:
-        for name in ("database", "customers", "transactions", "events"):
-            validate_identifier(getattr(self, name), f"input.{name}")
+    def _one_location(self) -> SourceConfig:
+        if self.format == "table":
+            if not self.name or self.path:
+                raise ValueError("a table source needs `name` (table or database.table) and no `path`")
+            parts = self.name.split(".")
+            if len(parts) > 2:
+                raise ValueError(f"source name {self.name!r} must be `table` or `database.table`")
+            for part in parts:
+                validate_identifier(part, "source name part")
+        else:
+            if not self.path or self.name:
+                raise ValueError(f"a {self.format} source needs `path` (a folder, file or URL) and no `name`")
+        if self.csv_schema is not None and self.format != "csv":
+            raise ValueError("csv_schema applies to csv sources only")
         return self
+
+
+def _validate_column_names(mapping: BaseModel, section: str) -> None:
+    for role, column in mapping:
+        if isinstance(column, str):
+            validate_identifier(column, f"{section}.{role}")
+
+
+class TransactionColumns(_Strict):
+    """Your column for each role; null means the table has no such column (its features are skipped)."""
+
+    customer_id: Identifier = "customer_id"
+    timestamp: Identifier = "transaction_ts"
+    amount: Identifier = "amount"
+    transaction_id: Identifier | None = "transaction_id"
+    order_id: Identifier | None = "order_id"
+    quantity: Identifier | None = "quantity"
+    category: Identifier | None = "category"
+    channel: Identifier | None = "channel"
+    discount: Identifier | None = "discount"
+    is_return: Identifier | None = "is_return"
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> TransactionColumns:
+        _validate_column_names(self, "input.transactions.columns")
+        return self
+
+
+class CustomerColumns(_Strict):
+    customer_id: Identifier = "customer_id"
+    signup_date: Identifier | None = "signup_date"
+    age: Identifier | None = "age"
+    birth_date: Identifier | None = None
+    gender: Identifier | None = "gender"
+    region: Identifier | None = "region"
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> CustomerColumns:
+        _validate_column_names(self, "input.customers.columns")
+        if self.age and self.birth_date:
+            raise ValueError("map either age or birth_date in input.customers.columns, not both")
+        return self
+
+
+class EventColumns(_Strict):
+    customer_id: Identifier = "customer_id"
+    timestamp: Identifier = "event_ts"
+    session_id: Identifier | None = Field(
+        default="session_id", description="null: sessions are cut at input.events.session_gap_minutes"
+    )
+    event_type: Identifier | None = "event_type"
+    category: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> EventColumns:
+        _validate_column_names(self, "input.events.columns")
+        return self
+
+
+EventKind = Literal["view", "search", "add_to_cart", "purchase"]
+EVENT_KINDS: tuple[EventKind, ...] = ("view", "search", "add_to_cart", "purchase")
+
+
+def _default_event_types() -> dict[EventKind, list[str]]:
+    return {"view": ["view"], "search": ["search"], "add_to_cart": ["cart"], "purchase": ["purchase"]}
+
+
+class TransactionsInput(_Strict):
+    source: SourceConfig = Field(default_factory=lambda: SourceConfig(name="transactions"))
+    columns: TransactionColumns = Field(default_factory=TransactionColumns)
+    timestamp_format: str | None = Field(
+        default=None, description="Pattern of string timestamps, e.g. 'dd/MM/yyyy HH:mm'; null: ISO 8601."
+    )
+
+
+class CustomersInput(_Strict):
+    source: SourceConfig = Field(default_factory=lambda: SourceConfig(name="customers"))
+    columns: CustomerColumns = Field(default_factory=CustomerColumns)
+    date_format: str | None = Field(default=None, description="Pattern of string dates; null: ISO 8601.")
+    categorical_attributes: list[Identifier] = Field(
+        default_factory=list, description="Extra columns to one-hot encode (e.g. plan, segment_code)."
+    )
+    numeric_attributes: list[Identifier] = Field(
+        default_factory=list, description="Extra numeric columns to scale (e.g. credit_limit)."
+    )
+
+    @model_validator(mode="after")
+    def _identifiers(self) -> CustomersInput:
+        for column in (*self.categorical_attributes, *self.numeric_attributes):
+            validate_identifier(column, "input.customers attribute")
+        return self
+
+
+class EventsInput(_Strict):
+    source: SourceConfig = Field(default_factory=lambda: SourceConfig(name="events"))
+    columns: EventColumns = Field(default_factory=EventColumns)
+    timestamp_format: str | None = None
+    event_types: dict[EventKind, list[str]] = Field(
+        default_factory=_default_event_types,
+        description="Your event type values for each kind seglib counts (compared case-insensitively).",
+    )
+    session_gap_minutes: int = Field(default=30, ge=1, le=1440)
+
+    @field_validator("event_types")
+    @classmethod
+    def _every_kind(cls, value: dict[EventKind, list[str]]) -> dict[EventKind, list[str]]:
+        missing = [kind for kind in EVENT_KINDS if not value.get(kind)]
+        if missing:
+            raise ValueError(
+                f"input.events.event_types needs at least one value for each of {list(EVENT_KINDS)}; "
+                f"missing: {missing} (use a value your data never holds if it has no such events)"
+            )
+        return value
+
+
+class InputConfig(_Strict):
+    """The raw tables. Only transactions are required; set customers or events to null if you lack them."""
+
+    database: Identifier = Field(
+        default="seg_raw", description="Catalog database of table sources named without one."
+    )
+    transactions: TransactionsInput = Field(default_factory=TransactionsInput)
+    customers: CustomersInput | None = Field(default_factory=CustomersInput)
+    events: EventsInput | None = Field(default_factory=EventsInput)
+
+    @field_validator("database")
+    @classmethod
+    def _database_is_identifier(cls, value: str) -> str:
+        return validate_identifier(value, "input.database")
 
 
 class GenerateConfig(_Strict):
@@ -81,6 +230,15 @@ class GenerateConfig(_Strict):
     start_date: dt.date = dt.date(2024, 1, 1)
     end_date: dt.date = dt.date(2025, 12, 31)
     partitions: int = Field(default=4, ge=1)
+    domain: Literal["ecommerce", "retail", "banking", "mobile_app", "healthcare"] = Field(
+        default="ecommerce", description="Vocabulary and purchase/browse balance of the generated business."
+    )
+    dirty_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.5,
+        description="Share of rows given one row-level problem each (for testing).",
+    )
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> GenerateConfig:
@@ -94,13 +252,34 @@ class GenerateConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     snapshot_date: dt.date = dt.date(2025, 12, 31)
+    windows_days: list[int] = Field(
+        default_factory=lambda: [30, 90, 365],
+        description="Look-back windows of the windowed counts and spend.",
+    )
+    trend_window_days: int = Field(
+        default=90, ge=1, description="Spend trend: this many recent days against the same span before."
+    )
     max_categories: int = Field(
-        default=10, ge=1, le=100, description="Most frequent categories to share out."
+        default=10, ge=1, le=100, description="Most frequent categories (and channels) to share out."
     )
     recency_cap_days: int = Field(
         default=730, ge=1, description="Recency of customers who never bought (and the cap for all others)."
     )
+    snapshot_grace_days: int = Field(
+        default=90,
+        ge=0,
+        description="Stop when the snapshot is more than this many days after the last transaction.",
+    )
     refit: bool = Field(default=False, description="Refit the saved preprocessing pipeline.")
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows(cls, value: list[int]) -> list[int]:
+        if not value or any(days < 1 for days in value) or len(set(value)) != len(value):
+            raise ValueError(
+                "features.windows_days must list distinct positive day counts, e.g. [30, 90, 365]"
+            )
+        return sorted(value)
 
 
 class TrainConfig(_Strict):

@@ -1,19 +1,23 @@
 """Point-in-time customer features and the saved preprocessing pipeline that scales them.
 
 Every feature is computed as of a snapshot date from rows up to the end of that day only, so a
-snapshot's features never see its future. Feature definitions are small functions over DataFrames
-and Columns; `build_features` joins them and `features` writes the `customer_features` table.
+snapshot's features never see its future. Each table contributes the features its mapped columns
+allow: transactions alone give RFM, timing and returns; a category, channel, discount, quantity or
+order column adds its family; events and customers tables add browsing and demographics. Every
+feature is described by a `FeatureSpec` (family, source, transformation), written with population
+statistics to the `feature_catalog` table and shown by `seg features --describe`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import (
@@ -25,285 +29,637 @@ from pyspark.ml.feature import (
     VectorAssembler,
 )
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from seglib import fs
-from seglib.config import SeglibConfig, validate_identifier
+from seglib.config import EventsInput, SeglibConfig, validate_identifier
 from seglib.errors import InputDataError
+from seglib.inputs import InputTables, read_inputs
 from seglib.paths import join_uri, resolve_uri
-from seglib.validation import (
-    QUARANTINE_TABLE,
-    ValidatedTable,
-    customer_rules,
-    event_rules,
-    transaction_rules,
-    validate_rows,
-)
+from seglib.validation import QUARANTINE_TABLE, end_of_day
 from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
 
 log = logging.getLogger(__name__)
 
 FEATURES_TABLE = "customer_features"
+CATALOG_TABLE = "feature_catalog"
 FEATURE_VECTOR_COLUMN = "features"
-UNKNOWN_REGION = "unknown"
+UNKNOWN = "unknown"
 
-# Counts and amounts: zero for a customer without purchases or visits, and heavy-tailed, so the
-# pipeline log-transforms them before scaling.
-COUNTS_AND_AMOUNTS = (
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "sessions",
-    "views",
-    "searches",
-    "carts",
-    "purchase_events",
-)
-BASE_NUMERIC_FEATURES = (
-    "recency_days",
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "tenure_days",
-    "age",
-    "sessions",
-    "views",
-    "searches",
-    "carts",
-    "purchase_events",
-    "days_since_last_visit",
-)
-
-_NUMERIC_TYPES = (
-    T.ByteType,
-    T.ShortType,
-    T.IntegerType,
-    T.LongType,
-    T.FloatType,
-    T.DoubleType,
-    T.DecimalType,
-)
-_TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)
-
-INPUT_CONTRACT: dict[str, dict[str, tuple[type, ...]]] = {
-    "transactions": {
-        "customer_id": (*_NUMERIC_TYPES, T.StringType),
-        "transaction_id": (*_NUMERIC_TYPES, T.StringType),
-        "transaction_ts": _TIME_TYPES,
-        "amount": _NUMERIC_TYPES,
-        "category": (T.StringType,),
-    },
-    "customers": {
-        "customer_id": (*_NUMERIC_TYPES, T.StringType),
-        "signup_date": _TIME_TYPES,
-        "age": _NUMERIC_TYPES,
-        "region": (T.StringType,),
-    },
-    "events": {
-        "customer_id": (*_NUMERIC_TYPES, T.StringType),
-        "session_id": (*_NUMERIC_TYPES, T.StringType),
-        "event_ts": _TIME_TYPES,
-        "event_type": (T.StringType,),
-    },
-}
+Transform = Literal["log1p", "scale", "flag", "one-hot"]
+Fill = Literal["zero", "cap", "impute", "none"]
+DAYPARTS = (("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24))
 
 
-def check_input_columns(df: DataFrame, role: str, table_name: str) -> None:
-    """Fail with the table, the column and the fix when a required column is missing or mistyped."""
-    fields = {field.name: field.dataType for field in df.schema.fields}
-    for column, accepted in INPUT_CONTRACT[role].items():
-        if column not in fields:
-            raise InputDataError(
-                f"table {table_name} ({role}) has no column {column!r}, which seglib requires; "
-                f"its columns are {sorted(fields)}. Add or rename the column in the source table."
-            )
-        if not isinstance(fields[column], accepted):
-            expected = ", ".join(sorted({kind.__name__.removesuffix("Type").lower() for kind in accepted}))
-            raise InputDataError(
-                f"table {table_name} ({role}) column {column!r} has type {fields[column].simpleString()}, "
-                f"expected one of: {expected}. Cast it in the source table."
-            )
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One raw feature: what it means and how the pipeline treats it.
+
+    fill says what a customer without rows in the source gets: zero (counts, amounts, shares),
+    cap (days since: the recency cap), impute (the pipeline's median) or none (always defined).
+    """
+
+    name: str
+    family: str
+    source: str
+    transform: Transform
+    fill: Fill
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    snapshot: dt.date
+    windows_days: tuple[int, ...] = (30, 90, 365)
+    trend_window_days: int = 90
+    recency_cap_days: float = 730.0
+    categories: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    event_types: dict[str, list[str]] = field(default_factory=dict)
+    session_gap_minutes: int = 30
+
+
+def slug_column(prefix: str, value: str) -> str:
+    """`<prefix>_<value>`; a value that is not already a plain lower-case name gets a hash suffix,
+    so that "Home & Garden" and "home_garden" can never collide."""
+    slug = re.sub(r"[^a-z0-9]+", "_", value.lower()).strip("_")
+    if slug != value:
+        slug = f"{slug}_{hashlib.sha1(value.encode('utf-8')).hexdigest()[:6]}".lstrip("_")
+    return validate_identifier(f"{prefix}_{slug}"[:128], "feature name")
 
 
 def category_share_column(category: str) -> str:
-    """`share_<category>`; a category that is not already a plain lower-case name gets a hash suffix,
-    so that "Home & Garden" and "home_garden" can never collide."""
-    slug = re.sub(r"[^a-z0-9]+", "_", category.lower()).strip("_")
-    if slug != category:
-        slug = f"{slug}_{hashlib.sha1(category.encode('utf-8')).hexdigest()[:6]}".lstrip("_")
-    return validate_identifier(f"share_{slug}"[:128], "category feature")
+    return slug_column("share", category)
 
 
-def end_of_snapshot(snapshot: dt.date) -> Column:
-    """Rows strictly before midnight after the snapshot date belong to the snapshot."""
-    return F.lit(dt.datetime.combine(snapshot + dt.timedelta(days=1), dt.time.min))
+def channel_share_column(channel: str) -> str:
+    return slug_column("channel_share", channel)
 
 
-def days_between(earlier: Column, snapshot: dt.date) -> Column:
-    return F.datediff(F.lit(snapshot), F.to_date(earlier)).cast("double")
+SpecMaker = Callable[[str, str, Transform, Fill, str], FeatureSpec]
+
+
+def spec_maker(source: str) -> SpecMaker:
+    """FeatureSpec(name, family, transform, fill, description) for features of one source table."""
+
+    def make(name: str, family: str, transform: Transform, fill: Fill, description: str) -> FeatureSpec:
+        return FeatureSpec(name, family, source, transform, fill, description)
+
+    return make
+
+
+def days_before(moment: Column, snapshot: dt.date) -> Column:
+    return F.datediff(F.lit(snapshot), F.to_date(moment)).cast("double")
 
 
 def safe_ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator / denominator).otherwise(F.lit(0.0))
 
 
-def transaction_features(transactions: DataFrame, snapshot: dt.date, categories: list[str]) -> DataFrame:
-    """Recency, frequency, monetary, average order value and the spend share of each category."""
-    visible = transactions.where(F.col("transaction_ts") < end_of_snapshot(snapshot))
-    category_spend = [
-        F.sum(F.when(F.col("category") == category, F.col("amount")).otherwise(0.0)).alias(f"_spend_{index}")
-        for index, category in enumerate(categories)
+def _count_if(condition: Column) -> Column:
+    return F.sum(F.when(condition, 1).otherwise(0)).cast("double")
+
+
+def _sum_if(condition: Column, value: Column) -> Column:
+    return F.sum(F.when(condition, value).otherwise(0.0)).cast("double")
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+
+
+def transaction_feature_specs(columns: list[str], settings: FeatureSettings) -> list[FeatureSpec]:
+    """The transaction features that the mapped columns allow, in output order."""
+    spec = spec_maker("transactions")
+    basket_unit = "orders" if "order_id" in columns else "purchases"
+    specs = [
+        spec("recency_days", "recency", "scale", "cap", "days since the last purchase"),
+        spec("frequency", "frequency", "log1p", "zero", f"{basket_unit} up to the snapshot"),
+        spec("monetary_total", "monetary", "log1p", "zero", "net spend (returns subtracted)"),
+        spec("monetary_mean", "monetary", "log1p", "zero", f"mean spend per {basket_unit[:-1]}"),
+        spec("monetary_max", "monetary", "log1p", "zero", "largest single purchase"),
+        spec("purchase_tenure_days", "tenure", "scale", "zero", "days since the first purchase"),
+        spec("interpurchase_mean_days", "timing", "log1p", "impute", "mean days between purchases"),
+        spec("interpurchase_std_days", "timing", "log1p", "impute", "spread of the days between purchases"),
     ]
-    totals = visible.groupBy("customer_id").agg(
-        F.max("transaction_ts").alias("_last_purchase"),
-        F.count(F.lit(1)).cast("double").alias("frequency"),
-        F.sum(F.col("amount").cast("double")).alias("monetary"),
-        *category_spend,
-    )
-    return totals.select(
-        "customer_id",
-        days_between(F.col("_last_purchase"), snapshot).alias("recency_days"),
-        "frequency",
-        "monetary",
-        safe_ratio(F.col("monetary"), F.col("frequency")).alias("avg_order_value"),
+    for days in settings.windows_days:
+        specs.append(
+            spec(f"frequency_{days}d", "frequency", "log1p", "zero", f"{basket_unit} in the last {days} days")
+        )
+        specs.append(
+            spec(f"monetary_{days}d", "monetary", "log1p", "zero", f"net spend in the last {days} days")
+        )
+    specs += [
+        spec(
+            "spend_trend", "trend", "scale", "zero",
+            f"(last {settings.trend_window_days} days - the {settings.trend_window_days} before) / their sum",
+        ),
+        spec("return_rate", "returns", "scale", "zero", "returned lines / all lines"),
+        spec("weekend_share", "timing", "scale", "zero", "purchases on Saturday or Sunday"),
         *[
-            safe_ratio(F.col(f"_spend_{index}"), F.col("monetary")).alias(category_share_column(category))
-            for index, category in enumerate(categories)
+            spec(f"daypart_{name}_share", "timing", "scale", "zero", f"purchases between {start}:00 and {end}:00")
+            for name, start, end in DAYPARTS
         ],
+    ]  # fmt: skip
+    if "quantity" in columns or "order_id" in columns:
+        unit = "units" if "quantity" in columns else "lines"
+        specs.append(spec("basket_size", "basket", "log1p", "zero", f"{unit} per {basket_unit[:-1]}"))
+    if "category" in columns:
+        specs.append(spec("distinct_categories", "category", "log1p", "zero", "categories bought from"))
+        specs.append(
+            spec("category_entropy", "category", "scale", "zero", "entropy of the spend over categories")
+        )
+        specs += [
+            spec(category_share_column(c), "category", "scale", "zero", f"share of spend on {c!r}")
+            for c in settings.categories
+        ]
+    if "channel" in columns:
+        specs += [
+            spec(channel_share_column(c), "channel", "scale", "zero", f"share of purchases through {c!r}")
+            for c in settings.channels
+        ]
+    if "discount" in columns:
+        specs.append(spec("discount_share", "promotions", "scale", "zero", "purchases with a discount"))
+    return specs
+
+
+def _entropy(pairs: Column) -> Column:
+    """Entropy (nats) of the spend over categories, from an array of (category, amount) structs."""
+    categories = F.array_distinct(F.transform(pairs, lambda pair: pair["category"]))
+    spend = F.transform(
+        categories,
+        lambda category: F.aggregate(
+            F.filter(pairs, lambda pair: pair["category"] == category),
+            F.lit(0.0),
+            lambda total, pair: total + pair["amount"],
+        ),
+    )
+    total = F.aggregate(spend, F.lit(0.0), lambda acc, value: acc + value)
+    return F.aggregate(
+        spend,
+        F.lit(0.0),
+        lambda acc, value: acc
+        + F.when((value > 0) & (total > 0), -(value / total) * F.log(value / total)).otherwise(F.lit(0.0)),
     )
 
 
-def event_features(events: DataFrame, snapshot: dt.date) -> DataFrame:
-    """Browsing counts per event type, sessions and days since the last visit."""
-    visible = events.where(F.col("event_ts") < end_of_snapshot(snapshot))
-
-    def count_of(event_type: str) -> Column:
-        return F.sum(F.when(F.lower(F.col("event_type")) == event_type, 1).otherwise(0)).cast("double")
-
-    return visible.groupBy("customer_id").agg(
-        F.countDistinct("session_id").cast("double").alias("sessions"),
-        count_of("view").alias("views"),
-        count_of("search").alias("searches"),
-        count_of("cart").alias("carts"),
-        count_of("purchase").alias("purchase_events"),
-        days_between(F.max("event_ts"), snapshot).alias("days_since_last_visit"),
+def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> DataFrame:
+    """One row per customer with a visible transaction; columns as in `transaction_feature_specs`."""
+    columns = transactions.columns
+    snapshot = settings.snapshot
+    returned = F.col("amount") < 0
+    if "is_return" in columns:
+        returned = returned | F.coalesce(F.col("is_return"), F.lit(False))
+    visible = transactions.where(F.col("timestamp") < F.lit(end_of_day(snapshot))).select(
+        "*",
+        returned.alias("_return"),
+        F.when(returned, -F.abs(F.col("amount"))).otherwise(F.col("amount")).alias("_signed"),
+        F.datediff(F.lit(snapshot), F.to_date("timestamp")).alias("_age"),
     )
-
-
-def customer_attributes(customers: DataFrame, snapshot: dt.date) -> DataFrame:
-    """Age, tenure and region of customers who had signed up by the snapshot."""
-    signed_up = customers.where(F.col("signup_date").isNull() | (F.to_date("signup_date") <= F.lit(snapshot)))
-    return signed_up.select(
-        "customer_id",
-        F.col("age").cast("double").alias("age"),
-        days_between(F.col("signup_date"), snapshot).alias("tenure_days"),
-        F.coalesce(F.lower(F.trim("region")), F.lit(UNKNOWN_REGION)).alias("region"),
+    purchase = ~F.col("_return")
+    # Gaps between purchases; lines bought at the same second are one basket, not a zero gap.
+    earlier = (
+        Window.partitionBy("customer_id").orderBy("timestamp").rowsBetween(Window.unboundedPreceding, -1)
     )
+    previous = F.max(F.when(purchase, F.col("timestamp"))).over(earlier)
+    gap_seconds = F.unix_timestamp("timestamp") - F.unix_timestamp(previous)
+    rows = visible.withColumn("_gap", F.when(purchase & (gap_seconds > 0), gap_seconds / 86400.0))
+
+    def orders_where(condition: Column) -> Column:
+        if "order_id" in columns:
+            return F.size(F.collect_set(F.when(condition, F.col("order_id")))).cast("double")
+        return _count_if(condition)
+
+    amount = F.col("amount")
+    aggregates = [
+        F.max(F.when(purchase, F.col("timestamp"))).alias("_last"),
+        F.min(F.when(purchase, F.col("timestamp"))).alias("_first"),
+        orders_where(purchase).alias("frequency"),
+        F.sum("_signed").alias("monetary_total"),
+        _sum_if(purchase, amount).alias("_purchase_spend"),
+        F.max(F.when(purchase, amount)).alias("_max"),
+        F.avg("_gap").alias("_gap_mean"),
+        F.stddev_pop("_gap").alias("_gap_std"),
+        _count_if(purchase).alias("_purchase_lines"),
+        _count_if(F.col("_return")).alias("_returns"),
+        _count_if(purchase & F.dayofweek("timestamp").isin(1, 7)).alias("_weekend"),
+        *[
+            _count_if(purchase & (F.hour("timestamp") >= start) & (F.hour("timestamp") < end)).alias(
+                f"_{name}"
+            )
+            for name, start, end in DAYPARTS
+        ],
+        _sum_if(purchase & (F.col("_age") < settings.trend_window_days), amount).alias("_recent"),
+        _sum_if(
+            purchase
+            & (F.col("_age") >= settings.trend_window_days)
+            & (F.col("_age") < 2 * settings.trend_window_days),
+            amount,
+        ).alias("_previous"),
+    ]
+    for days in settings.windows_days:
+        aggregates.append(orders_where(purchase & (F.col("_age") < days)).alias(f"frequency_{days}d"))
+        aggregates.append(_sum_if(F.col("_age") < days, F.col("_signed")).alias(f"monetary_{days}d"))
+    if "quantity" in columns:
+        aggregates.append(_sum_if(purchase, F.coalesce(F.col("quantity"), F.lit(1.0))).alias("_units"))
+    if "category" in columns:
+        pairs = F.struct(F.col("category").alias("category"), amount.alias("amount"))
+        aggregates.append(
+            F.collect_list(F.when(purchase & F.col("category").isNotNull(), pairs)).alias("_pairs")
+        )
+        aggregates += [
+            _sum_if(purchase & (F.col("category") == category), amount).alias(f"_category_{index}")
+            for index, category in enumerate(settings.categories)
+        ]
+    if "channel" in columns:
+        aggregates += [
+            _count_if(purchase & (F.col("channel") == channel)).alias(f"_channel_{index}")
+            for index, channel in enumerate(settings.channels)
+        ]
+    if "discount" in columns:
+        aggregates.append(_count_if(purchase & (F.col("discount") > 0)).alias("_discounted"))
+    totals = rows.groupBy("customer_id").agg(*aggregates)
+
+    purchases, frequency = F.col("_purchase_lines"), F.col("frequency")
+    recent, previous_spend = F.col("_recent"), F.col("_previous")
+    output: dict[str, Column] = {
+        "recency_days": days_before(F.col("_last"), snapshot),
+        "frequency": frequency,
+        "monetary_total": F.col("monetary_total"),
+        "monetary_mean": safe_ratio(F.col("_purchase_spend"), frequency),
+        "monetary_max": F.coalesce(F.col("_max"), F.lit(0.0)),
+        "purchase_tenure_days": F.coalesce(days_before(F.col("_first"), snapshot), F.lit(0.0)),
+        "interpurchase_mean_days": F.col("_gap_mean"),
+        "interpurchase_std_days": F.col("_gap_std"),
+    }
+    for days in settings.windows_days:
+        output[f"frequency_{days}d"] = F.col(f"frequency_{days}d")
+        output[f"monetary_{days}d"] = F.col(f"monetary_{days}d")
+    output["spend_trend"] = safe_ratio(recent - previous_spend, recent + previous_spend)
+    output["return_rate"] = safe_ratio(F.col("_returns"), purchases + F.col("_returns"))
+    output["weekend_share"] = safe_ratio(F.col("_weekend"), purchases)
+    for name, _, _ in DAYPARTS:
+        output[f"daypart_{name}_share"] = safe_ratio(F.col(f"_{name}"), purchases)
+    if "quantity" in columns:
+        output["basket_size"] = safe_ratio(F.col("_units"), frequency)
+    elif "order_id" in columns:
+        output["basket_size"] = safe_ratio(purchases, frequency)
+    if "category" in columns:
+        output["distinct_categories"] = F.size(
+            F.array_distinct(F.transform("_pairs", lambda p: p["category"]))
+        )
+        output["category_entropy"] = _entropy(F.col("_pairs"))
+        for index, category in enumerate(settings.categories):
+            output[category_share_column(category)] = safe_ratio(
+                F.col(f"_category_{index}"), F.col("_purchase_spend")
+            )
+    if "channel" in columns:
+        for index, channel in enumerate(settings.channels):
+            output[channel_share_column(channel)] = safe_ratio(F.col(f"_channel_{index}"), purchases)
+    if "discount" in columns:
+        output["discount_share"] = safe_ratio(F.col("_discounted"), purchases)
+    names = [spec.name for spec in transaction_feature_specs(columns, settings)]
+    return totals.select("customer_id", *[output[name].cast("double").alias(name) for name in names])
 
 
-def top_categories(transactions: DataFrame, snapshot: dt.date, limit: int) -> list[str]:
-    """The most frequent categories up to the snapshot (a small aggregate, safe to collect)."""
+def top_values(frame: DataFrame, column: str, snapshot: dt.date, limit: int) -> list[str]:
+    """The most frequent values of `column` up to the snapshot (a small aggregate, safe to collect)."""
+    if column not in frame.columns:
+        return []
     rows = (
-        transactions.where(F.col("transaction_ts") < end_of_snapshot(snapshot))
-        .where(F.col("category").isNotNull())
-        .groupBy("category")
+        frame.where(F.col("timestamp") < F.lit(end_of_day(snapshot)))
+        .where(F.col(column).isNotNull())
+        .groupBy(column)
         .count()
-        .orderBy(F.desc("count"), F.asc("category"))
+        .orderBy(F.desc("count"), F.asc(column))
         .limit(limit)
         .collect()
     )
-    return [row["category"] for row in rows]
+    return [row[column] for row in rows]
 
 
-def build_features(
-    customers: DataFrame,
-    transactions: DataFrame,
-    events: DataFrame,
-    snapshot: dt.date,
-    categories: list[str],
-    recency_cap_days: float,
-) -> DataFrame:
-    """One row per customer known at the snapshot, with every raw (unscaled) feature defined."""
-    purchases = transaction_features(transactions, snapshot, categories)
-    browsing = event_features(events, snapshot)
-    attributes = customer_attributes(customers, snapshot)
-    population = attributes.select("customer_id").union(purchases.select("customer_id")).distinct()
-    joined = (
-        population.join(attributes, "customer_id", "left")
-        .join(purchases, "customer_id", "left")
-        .join(browsing, "customer_id", "left")
-    )
-    zero_filled = [*COUNTS_AND_AMOUNTS, *[category_share_column(category) for category in categories]]
-    capped = ["recency_days", "days_since_last_visit"]
-    return joined.select(
-        F.col("customer_id"),
-        F.lit(snapshot).alias(SNAPSHOT_COLUMN),
-        *[F.coalesce(F.col(name), F.lit(0.0)).alias(name) for name in zero_filled],
-        # Never bought or never visited reads as "as long ago as we look back".
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+def event_feature_specs(columns: list[str], settings: FeatureSettings) -> list[FeatureSpec]:
+    spec = spec_maker("events")
+    specs = [
+        spec("sessions", "browsing", "log1p", "zero", "visits (sessions) up to the snapshot"),
+        spec("events_per_session", "browsing", "log1p", "zero", "events per visit"),
+        spec("days_since_last_visit", "browsing", "scale", "cap", "days since the last event"),
         *[
-            F.least(F.coalesce(F.col(name), F.lit(recency_cap_days)), F.lit(recency_cap_days)).alias(name)
-            for name in capped
+            spec(f"sessions_{days}d", "browsing", "log1p", "zero", f"visits in the last {days} days")
+            for days in settings.windows_days
         ],
-        F.col("tenure_days"),
-        F.col("age"),
-        F.coalesce(F.col("region"), F.lit(UNKNOWN_REGION)).alias("region"),
-    )
+    ]
+    if "event_type" in columns:
+        specs += [
+            spec("views", "browsing", "log1p", "zero", "view events"),
+            spec("searches", "browsing", "log1p", "zero", "search events"),
+            spec("add_to_carts", "browsing", "log1p", "zero", "add-to-cart events"),
+            spec("purchase_events", "browsing", "log1p", "zero", "purchase events"),
+            spec("add_to_cart_rate", "conversion", "scale", "zero", "visits with an add-to-cart / visits"),
+            spec("view_to_purchase", "conversion", "scale", "zero", "purchase events / view events (at most 1)"),
+            spec("cart_abandonment", "conversion", "scale", "zero", "visits with a cart but no purchase / visits with a cart"),
+        ]  # fmt: skip
+    if "category" in columns:
+        specs.append(spec("distinct_browse_categories", "browsing", "log1p", "zero", "categories browsed"))
+    return specs
+
+
+def event_kind(event_types: dict[str, list[str]]) -> Column:
+    """The seglib kind (view, search, add_to_cart, purchase) of each event, from the configured values."""
+    kind = F.lit(None).cast("string")
+    normalised = F.lower(F.col("event_type"))
+    for name, values in reversed(list(event_types.items())):
+        kind = F.when(normalised.isin(*[value.lower() for value in values]), F.lit(name)).otherwise(kind)
+    return kind
+
+
+def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
+    """Sessions, browsing counts and conversion per customer; one row per customer with a visible event."""
+    columns = events.columns
+    snapshot = settings.snapshot
+    # One shuffle by customer serves the session window and both aggregation levels.
+    visible = events.where(F.col("timestamp") < F.lit(end_of_day(snapshot))).repartition("customer_id")
+    if "session_id" in columns:
+        sessions = visible.withColumn("_session", F.col("session_id"))
+    else:
+        ordered = Window.partitionBy("customer_id").orderBy("timestamp")
+        gap = F.unix_timestamp("timestamp") - F.unix_timestamp(F.lag("timestamp").over(ordered))
+        starts = F.when(gap.isNull() | (gap > settings.session_gap_minutes * 60), 1).otherwise(0)
+        sessions = visible.withColumn("_starts", starts).withColumn(
+            "_session",
+            F.sum("_starts").over(ordered.rowsBetween(Window.unboundedPreceding, 0)).cast("string"),
+        )
+    if "event_type" in columns:
+        sessions = sessions.withColumn("_kind", event_kind(settings.event_types))
+    per_session = [
+        F.count(F.lit(1)).alias("_events"),
+        F.min("timestamp").alias("_start"),
+        F.max("timestamp").alias("_end"),
+    ]
+    if "event_type" in columns:
+        per_session += [
+            _count_if(F.col("_kind") == kind).alias(f"_{kind}")
+            for kind in ("view", "search", "add_to_cart", "purchase")
+        ]
+    if "category" in columns:
+        per_session.append(F.collect_set("category").alias("_categories"))
+    by_session = sessions.groupBy("customer_id", "_session").agg(*per_session)
+
+    age = F.datediff(F.lit(snapshot), F.to_date("_start"))
+    per_customer = [
+        F.count(F.lit(1)).cast("double").alias("sessions"),
+        F.sum("_events").cast("double").alias("_events"),
+        F.max("_end").alias("_last"),
+        *[_count_if(age < days).alias(f"sessions_{days}d") for days in settings.windows_days],
+    ]
+    if "event_type" in columns:
+        per_customer += [
+            F.sum(f"_{kind}").alias(f"_{kind}") for kind in ("view", "search", "add_to_cart", "purchase")
+        ]
+        with_cart = F.col("_add_to_cart") > 0
+        per_customer += [
+            _count_if(with_cart).alias("_cart_sessions"),
+            _count_if(with_cart & (F.col("_purchase") == 0)).alias("_abandoned"),
+        ]
+    if "category" in columns:
+        per_customer.append(
+            F.size(F.array_distinct(F.flatten(F.collect_list("_categories")))).alias("_browsed")
+        )
+    totals = by_session.groupBy("customer_id").agg(*per_customer)
+
+    output: dict[str, Column] = {
+        "sessions": F.col("sessions"),
+        "events_per_session": safe_ratio(F.col("_events"), F.col("sessions")),
+        "days_since_last_visit": days_before(F.col("_last"), snapshot),
+        **{f"sessions_{days}d": F.col(f"sessions_{days}d") for days in settings.windows_days},
+    }
+    if "event_type" in columns:
+        output.update(
+            views=F.col("_view"),
+            searches=F.col("_search"),
+            add_to_carts=F.col("_add_to_cart"),
+            purchase_events=F.col("_purchase"),
+            add_to_cart_rate=safe_ratio(F.col("_cart_sessions"), F.col("sessions")),
+            view_to_purchase=F.least(F.lit(1.0), safe_ratio(F.col("_purchase"), F.col("_view"))),
+            cart_abandonment=safe_ratio(F.col("_abandoned"), F.col("_cart_sessions")),
+        )
+    if "category" in columns:
+        output["distinct_browse_categories"] = F.col("_browsed")
+    names = [spec.name for spec in event_feature_specs(columns, settings)]
+    return totals.select("customer_id", *[output[name].cast("double").alias(name) for name in names])
+
+
+# ---------------------------------------------------------------------------------------------
+# Customers
+
+
+def customer_attributes(customers: DataFrame, snapshot: dt.date) -> DataFrame:
+    """Age, signup tenure, categorical and numeric attributes of customers signed up by the snapshot."""
+    columns = customers.columns
+    signed_up = customers
+    if "signup_date" in columns:
+        signed_up = customers.where(F.col("signup_date").isNull() | (F.col("signup_date") <= F.lit(snapshot)))
+    selected: list[Column] = [F.col("customer_id")]
+    if "age" in columns:
+        selected.append(F.col("age").cast("double").alias("age"))
+    elif "birth_date" in columns:
+        years = F.floor(F.months_between(F.lit(snapshot), F.col("birth_date")) / 12)
+        selected.append(F.when(years >= 0, years).cast("double").alias("age"))
+    if "signup_date" in columns:
+        selected.append(days_before(F.col("signup_date"), snapshot).alias("signup_tenure_days"))
+    numeric_names, categorical_names = _attribute_names(customers)
+    selected += [F.col(name).cast("double").alias(name) for name in numeric_names]
+    selected += [
+        F.coalesce(F.lower(F.trim(F.col(name))), F.lit(UNKNOWN)).alias(name)
+        for name in ("gender", "region", *categorical_names)
+        if name in columns
+    ]
+    return signed_up.select(*selected)
+
+
+def _attribute_names(customers: DataFrame) -> tuple[list[str], list[str]]:
+    """Numeric (double after `seglib.inputs.canonical_frame`) and categorical (string) `attr_` columns."""
+    numeric: list[str] = []
+    categorical: list[str] = []
+    for field_ in customers.schema.fields:
+        if field_.name.startswith("attr_"):
+            (numeric if field_.dataType.typeName() == "double" else categorical).append(field_.name)
+    return numeric, categorical
+
+
+def customer_feature_specs(customers: DataFrame) -> tuple[list[FeatureSpec], list[FeatureSpec]]:
+    numeric_attributes, categorical_attributes = _attribute_names(customers)
+    spec = spec_maker("customers")
+    numeric = []
+    columns = customers.columns
+    if "age" in columns or "birth_date" in columns:
+        numeric.append(spec("age", "demographics", "scale", "impute", "age in years at the snapshot"))
+    if "signup_date" in columns:
+        numeric.append(spec("signup_tenure_days", "tenure", "scale", "impute", "days since signing up"))
+    numeric += [
+        spec(name, "attributes", "scale", "impute", f"customer attribute {name[5:]}")
+        for name in numeric_attributes
+    ]
+    categorical = [
+        FeatureSpec(name, "demographics" if name in ("gender", "region") else "attributes", "customers",
+                    "one-hot", "none", f"{name.removeprefix('attr_')}, lower-cased, unknown when missing")
+        for name in ("gender", "region", *categorical_attributes)
+        if name in columns
+    ]  # fmt: skip
+    return numeric, categorical
+
+
+# ---------------------------------------------------------------------------------------------
+# All features, one row per customer
 
 
 @dataclass(frozen=True)
-class FeatureMetadata:
-    """What the preprocessing pipeline was fitted on; saved beside it and reused with it."""
+class FeatureSet:
+    """The raw features of a run, in model-input order: scaled numerics, 0/1 flags, one-hot categoricals."""
 
-    categories: list[str]
-    numeric_features: list[str]
-    vector_slots: list[str]
-    fitted_snapshot: str
+    numeric: list[FeatureSpec]
+    flags: list[FeatureSpec]
+    categorical: list[FeatureSpec]
 
     @property
-    def dimension(self) -> int:
-        return len(self.vector_slots)
+    def specs(self) -> list[FeatureSpec]:
+        return [*self.numeric, *self.flags, *self.categorical]
 
 
-def numeric_feature_names(categories: list[str]) -> list[str]:
-    return [*BASE_NUMERIC_FEATURES, *[category_share_column(category) for category in categories]]
+def _availability_flag(name: str, source: str, what: str) -> FeatureSpec:
+    return FeatureSpec(name, "availability", source, "flag", "zero", f"1 when the customer has {what}")
 
 
-def preprocessing_pipeline(numeric_features: list[str]) -> Pipeline:
-    """log1p for heavy tails, median imputation, standard scaling; region one-hot appended as 0/1.
+def _filled(spec: FeatureSpec, cap: float) -> Column:
+    column = F.col(spec.name)
+    if spec.fill == "zero":
+        return F.coalesce(column, F.lit(0.0)).alias(spec.name)
+    if spec.fill == "cap":
+        # Never bought or never visited reads as "as long ago as we look back".
+        return F.least(F.coalesce(column, F.lit(cap)), F.lit(cap)).alias(spec.name)
+    if spec.transform == "one-hot":
+        return F.coalesce(column, F.lit(UNKNOWN)).alias(spec.name)
+    return column
 
-    The one-hot slots stay unscaled: standardising them would give a rare region a weight of several
+
+def build_features(
+    transactions: DataFrame,
+    customers: DataFrame | None,
+    events: DataFrame | None,
+    settings: FeatureSettings,
+) -> tuple[DataFrame, FeatureSet]:
+    """One row per customer seen in any table by the snapshot, every feature well defined.
+
+    A customer absent from a table gets zeros, the recency cap or (for demographics) a null that the
+    pipeline imputes, and the table's availability flag says which.
+    """
+    parts: list[tuple[DataFrame, list[FeatureSpec], FeatureSpec]] = [
+        (
+            transaction_features(transactions, settings),
+            transaction_feature_specs(transactions.columns, settings),
+            _availability_flag("has_purchases", "transactions", "transactions up to the snapshot"),
+        )
+    ]
+    categorical: list[FeatureSpec] = []
+    if events is not None:
+        parts.append(
+            (
+                event_features(events, settings),
+                event_feature_specs(events.columns, settings),
+                _availability_flag("has_events", "events", "events up to the snapshot"),
+            )
+        )
+    if customers is not None:
+        numeric_specs, categorical = customer_feature_specs(customers)
+        parts.append(
+            (
+                customer_attributes(customers, settings.snapshot),
+                [*numeric_specs, *categorical],
+                _availability_flag("has_demographics", "customers", "a row in the customers table"),
+            )
+        )
+    joined: DataFrame | None = None
+    for frame, _, flag in parts:
+        flagged = frame.withColumn(flag.name, F.lit(1.0))
+        joined = flagged if joined is None else joined.join(flagged, "customer_id", "full")
+    assert joined is not None
+    numeric = [spec for _, specs, _ in parts for spec in specs if spec.transform in ("log1p", "scale")]
+    flags = [flag for _, _, flag in parts]
+    feature_set = FeatureSet(numeric, flags, categorical)
+    raw = joined.select(
+        F.col("customer_id"),
+        F.lit(settings.snapshot).alias(SNAPSHOT_COLUMN),
+        *[_filled(spec, settings.recency_cap_days) for spec in feature_set.specs],
+    )
+    return raw, feature_set
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing pipeline and metadata
+
+
+def preprocessing_pipeline(feature_set: FeatureSet) -> Pipeline:
+    """Signed log1p of heavy tails, median imputation, standard scaling; flags and one-hots stay 0/1.
+
+    Flags and one-hot slots are not standardised: that would give a rare region a weight of several
     standard deviations and let a noise attribute dominate the embedding.
     """
-    transformed = [
-        f"log1p(`{name}`) AS `{name}__log`" for name in numeric_features if name in COUNTS_AND_AMOUNTS
+    numeric = feature_set.numeric
+    logged = [
+        f"signum(`{spec.name}`) * log1p(abs(`{spec.name}`)) AS `{spec.name}__log`"
+        for spec in numeric
+        if spec.transform == "log1p"
     ]
-    model_inputs = [f"{name}__log" if name in COUNTS_AND_AMOUNTS else name for name in numeric_features]
+    model_inputs = [f"{spec.name}__log" if spec.transform == "log1p" else spec.name for spec in numeric]
     imputed = [f"{name}__imputed" for name in model_inputs]
-    return Pipeline(
-        stages=[
-            SQLTransformer(statement=f"SELECT {', '.join(['*', *transformed])} FROM __THIS__"),
-            Imputer(inputCols=model_inputs, outputCols=imputed, strategy="median"),
-            VectorAssembler(inputCols=imputed, outputCol="_numeric"),
-            StandardScaler(inputCol="_numeric", outputCol="_numeric_scaled", withMean=True, withStd=True),
+    categorical = [spec.name for spec in feature_set.categorical]
+    stages: list[Any] = [
+        SQLTransformer(statement=f"SELECT {', '.join(['*', *logged])} FROM __THIS__"),
+        Imputer(inputCols=model_inputs, outputCols=imputed, strategy="median"),
+        VectorAssembler(inputCols=imputed, outputCol="_numeric"),
+        StandardScaler(inputCol="_numeric", outputCol="_numeric_scaled", withMean=True, withStd=True),
+    ]
+    if categorical:
+        stages += [
             StringIndexer(
-                inputCol="region",
-                outputCol="region__index",
+                inputCols=categorical,
+                outputCols=[f"{name}__index" for name in categorical],
                 handleInvalid="keep",
                 stringOrderType="alphabetAsc",
             ),
-            # The indexer already maps unseen regions to its extra index, so the encoder never sees one.
-            OneHotEncoder(inputCols=["region__index"], outputCols=["region__onehot"], dropLast=False),
-            VectorAssembler(inputCols=["_numeric_scaled", "region__onehot"], outputCol="_scaled"),
+            # The indexer maps unseen values to its extra index, so the encoder never sees one.
+            OneHotEncoder(
+                inputCols=[f"{name}__index" for name in categorical],
+                outputCols=[f"{name}__onehot" for name in categorical],
+                dropLast=False,
+            ),
         ]
+    stages.append(
+        VectorAssembler(
+            inputCols=[
+                "_numeric_scaled",
+                *[spec.name for spec in feature_set.flags],
+                *[f"{name}__onehot" for name in categorical],
+            ],
+            outputCol="_scaled",
+        )
     )
+    return Pipeline(stages=stages)
 
 
-def vector_slot_names(model: PipelineModel, numeric_features: list[str]) -> list[str]:
-    indexer = next(stage for stage in model.stages if hasattr(stage, "labels"))
-    regions = [*indexer.labels, "__unseen__"]  # handleInvalid="keep" adds one slot for unseen values
-    return [*numeric_features, *[f"region={region}" for region in regions]]
+def vector_slot_names(model: PipelineModel, feature_set: FeatureSet) -> list[str]:
+    slots = [spec.name for spec in [*feature_set.numeric, *feature_set.flags]]
+    indexers = [stage for stage in model.stages if hasattr(stage, "labelsArray")]
+    if indexers:
+        for spec, labels in zip(feature_set.categorical, indexers[0].labelsArray, strict=True):
+            # handleInvalid="keep" adds one slot for values not seen when fitting
+            slots += [f"{spec.name}={label}" for label in [*labels, "__unseen__"]]
+    return slots
 
 
 def apply_preprocessing(model: PipelineModel, raw: DataFrame) -> DataFrame:
@@ -314,6 +670,32 @@ def apply_preprocessing(model: PipelineModel, raw: DataFrame) -> DataFrame:
     return scaled.select(*raw.columns, FEATURE_VECTOR_COLUMN)
 
 
+@dataclass(frozen=True)
+class FeatureMetadata:
+    """What the preprocessing pipeline was fitted on; saved beside it and reused with it."""
+
+    features: list[dict[str, str]]  # FeatureSpec fields, in model-input order
+    categories: list[str]
+    channels: list[str]
+    windows_days: list[int]
+    trend_window_days: int
+    vector_slots: list[str]
+    fitted_snapshot: str
+
+    @property
+    def dimension(self) -> int:
+        return len(self.vector_slots)
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """Features with a numeric raw value (everything but the one-hot categoricals)."""
+        return [spec["name"] for spec in self.features if spec["transform"] != "one-hot"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec["name"] for spec in self.features]
+
+
 def preprocessing_uri(config: SeglibConfig) -> str:
     return join_uri(resolve_uri(config.storage.model_dir), "preprocessing")
 
@@ -322,82 +704,161 @@ def load_feature_metadata(spark: SparkSession, config: SeglibConfig) -> FeatureM
     uri = join_uri(preprocessing_uri(config), "metadata.json")
     if not fs.exists(spark, uri):
         raise InputDataError(f"no preprocessing metadata at {uri}; run `seg features` first")
-    return FeatureMetadata(**json.loads(fs.read_text(spark, uri)))
+    try:
+        return FeatureMetadata(**json.loads(fs.read_text(spark, uri)))
+    except TypeError:
+        raise InputDataError(
+            f"preprocessing metadata at {uri} was written by an older seglib; run `seg features` with "
+            "features.refit=true"
+        ) from None
+
+
+def population_statistics(raw: DataFrame, feature_set: FeatureSet) -> dict[str, dict[str, float | None]]:
+    """Mean, spread, range and null share of every numeric feature, and levels of the categoricals.
+
+    One aggregation over the (cached) feature rows; the result is one small row.
+    """
+    numeric = [spec.name for spec in [*feature_set.numeric, *feature_set.flags]]
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    for index, name in enumerate(numeric):
+        column = F.col(name)
+        aggregates += [
+            F.avg(column).alias(f"mean_{index}"),
+            F.stddev_pop(column).alias(f"stddev_{index}"),
+            F.min(column).alias(f"min_{index}"),
+            F.max(column).alias(f"max_{index}"),
+            F.sum(F.when(column.isNull(), 1).otherwise(0)).alias(f"nulls_{index}"),
+        ]
+    for index, spec in enumerate(feature_set.categorical):
+        aggregates.append(F.approx_count_distinct(spec.name).alias(f"levels_{index}"))
+    row = raw.agg(*aggregates).first()
+    assert row is not None
+    rows = max(int(row["_rows"]), 1)
+    stats: dict[str, dict[str, float | None]] = {}
+    for index, name in enumerate(numeric):
+        stats[name] = {
+            "mean": row[f"mean_{index}"],
+            "stddev": row[f"stddev_{index}"],
+            "min": row[f"min_{index}"],
+            "max": row[f"max_{index}"],
+            "null_share": int(row[f"nulls_{index}"]) / rows,
+            "levels": None,
+        }
+    for index, spec in enumerate(feature_set.categorical):
+        stats[spec.name] = {"mean": None, "stddev": None, "min": None, "max": None, "null_share": 0.0,
+                            "levels": float(row[f"levels_{index}"])}  # fmt: skip
+    return stats
+
+
+def catalog_frame(
+    spark: SparkSession, feature_set: FeatureSet, stats: dict[str, dict[str, float | None]], snapshot: dt.date
+) -> DataFrame:
+    rows = [
+        (spec.name, spec.family, spec.source, spec.transform, spec.description,
+         stats[spec.name]["mean"], stats[spec.name]["stddev"], stats[spec.name]["min"], stats[spec.name]["max"],
+         stats[spec.name]["null_share"], stats[spec.name]["levels"], position, snapshot)
+        for position, spec in enumerate(feature_set.specs)
+    ]  # fmt: skip
+    schema = (
+        "feature string, family string, source string, transformation string, description string, "
+        "mean double, stddev double, min double, max double, null_share double, levels double, "
+        f"position int, {SNAPSHOT_COLUMN} date"
+    )
+    return spark.createDataFrame(rows, schema)
 
 
 @dataclass(frozen=True)
-class InputTables:
-    """The raw tables after row-level validation: accepted rows, and the rejected ones with reasons."""
+class FeaturesResult:
+    metadata: FeatureMetadata
+    customers: int
+    input_counts: dict[str, dict[str, int]]
 
-    customers: DataFrame
-    transactions: DataFrame
-    events: DataFrame
-    rejected: DataFrame
-    counts: dict[str, dict[str, int]]
+    @property
+    def dimension(self) -> int:
+        return self.metadata.dimension
+
+    def format(self) -> str:
+        lines = [f"wrote customer_features: {self.customers} customers, {self.dimension} model inputs"]
+        for table, counts in self.input_counts.items():
+            total = sum(counts.values())
+            quarantined = total - counts["accepted"]
+            lines.append(
+                f"  {table}: {total} rows = {counts['accepted']} accepted + {quarantined} quarantined"
+            )
+        return "\n".join(lines)
 
 
-ROW_RULES = {"customers": customer_rules, "transactions": transaction_rules, "events": event_rules}
-
-
-def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
-    """Read, check the columns of, and validate the rows of the three raw tables."""
-    warehouse = Warehouse.from_config(spark, config)
-    database = config.input.database
-    validated: dict[str, ValidatedTable] = {}
-    for role, rules in ROW_RULES.items():
-        name = f"{database}.{getattr(config.input, role)}"
-        df = warehouse.read(database, getattr(config.input, role))
-        check_input_columns(df, role, name)
-        validated[role] = validate_rows(df, name, rules())
-    rejected = functools.reduce(DataFrame.unionByName, [table.rejected for table in validated.values()])
-    return InputTables(
-        customers=validated["customers"].accepted,
-        transactions=validated["transactions"].accepted,
-        events=validated["events"].accepted,
-        rejected=rejected,
-        counts={table.name: table.counts for table in validated.values()},
+def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) -> FeatureSettings:
+    events: EventsInput | None = config.input.events
+    return FeatureSettings(
+        snapshot=config.features.snapshot_date,
+        windows_days=tuple(config.features.windows_days),
+        trend_window_days=config.features.trend_window_days,
+        recency_cap_days=float(config.features.recency_cap_days),
+        categories=tuple(categories),
+        channels=tuple(channels),
+        event_types={kind: list(values) for kind, values in events.event_types.items()} if events else {},
+        session_gap_minutes=events.session_gap_minutes if events else 30,
     )
 
 
-def features(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
-    """Compute the snapshot's features, fit or reuse the preprocessing pipeline, write customer_features."""
+def _check_fittable(stats: dict[str, dict[str, float | None]], feature_set: FeatureSet) -> None:
+    for spec in feature_set.numeric:
+        if stats[spec.name]["null_share"] == 1.0:
+            raise InputDataError(
+                f"feature {spec.name} (from the {spec.source} table) is null for every customer, so it "
+                f"cannot be imputed; check the mapped column in input.{spec.source}.columns or map it to null"
+            )
+
+
+def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
+    """Validate the inputs, compute the snapshot's features, fit or reuse the pipeline, write the tables."""
     snapshot = config.features.snapshot_date
-    inputs = read_inputs(spark, config)
+    inputs: InputTables = read_inputs(spark, config)
     warehouse = Warehouse.from_config(spark, config)
+    database = config.storage.database
     # Rewritten on every run, also when empty, so that a rerun never keeps stale rejects.
     warehouse.write_snapshot(
-        inputs.rejected.withColumn(SNAPSHOT_COLUMN, F.lit(snapshot)), config.storage.database, QUARANTINE_TABLE,
-        snapshot,
-    )  # fmt: skip
+        inputs.rejected.withColumn(SNAPSHOT_COLUMN, F.lit(snapshot)), database, QUARANTINE_TABLE, snapshot
+    )
     pipeline_uri = join_uri(preprocessing_uri(config), "pipeline")
     reuse = not config.features.refit and fs.exists(spark, pipeline_uri)
     if reuse:
-        metadata = load_feature_metadata(spark, config)
-        categories = metadata.categories
+        saved = load_feature_metadata(spark, config)
+        categories, channels = saved.categories, saved.channels
     else:
-        categories = top_categories(inputs.transactions, snapshot, config.features.max_categories)
-    raw = build_features(
-        inputs.customers,
-        inputs.transactions,
-        inputs.events,
-        snapshot,
-        categories,
-        recency_cap_days=float(config.features.recency_cap_days),
-    ).cache()
-    if raw.isEmpty():
-        raise InputDataError(
-            f"no customer has signed up or bought anything by snapshot {snapshot} in {config.input.database}; "
-            "set features.snapshot_date inside the data's date range"
-        )
+        limit = config.features.max_categories
+        categories = top_values(inputs.transactions, "category", snapshot, limit)
+        channels = top_values(inputs.transactions, "channel", snapshot, limit)
+    raw, feature_set = build_features(
+        inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
+    )
+    raw = raw.cache()
+    stats = population_statistics(raw, feature_set)
+    customers = raw.count()
     if reuse:
+        names = [spec.name for spec in feature_set.specs]
+        if names != saved.feature_names or list(config.features.windows_days) != saved.windows_days:
+            raise InputDataError(
+                f"the saved preprocessing pipeline (fitted on snapshot {saved.fitted_snapshot}) expects the "
+                f"features {saved.feature_names}, but the inputs and config now give {names}; run with "
+                "features.refit=true (and retrain) to fit a new one"
+            )
         model = PipelineModel.load(pipeline_uri)
-        log.info("reusing preprocessing pipeline fitted on %s", metadata.fitted_snapshot)
+        metadata = saved
+        log.info("reusing preprocessing pipeline fitted on %s", saved.fitted_snapshot)
     else:
-        numeric = numeric_feature_names(categories)
-        model = preprocessing_pipeline(numeric).fit(raw)
+        _check_fittable(stats, feature_set)
+        model = preprocessing_pipeline(feature_set).fit(raw)
         model.write().overwrite().save(pipeline_uri)
         metadata = FeatureMetadata(
-            categories, numeric, vector_slot_names(model, numeric), snapshot.isoformat()
+            features=[asdict(spec) for spec in feature_set.specs],
+            categories=categories,
+            channels=channels,
+            windows_days=list(config.features.windows_days),
+            trend_window_days=config.features.trend_window_days,
+            vector_slots=vector_slot_names(model, feature_set),
+            fitted_snapshot=snapshot.isoformat(),
         )
         fs.write_text(
             spark,
@@ -405,8 +866,38 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
             json.dumps(asdict(metadata), indent=2),
         )
         log.info("fitted preprocessing pipeline on snapshot %s (%d inputs)", snapshot, metadata.dimension)
+    warehouse.write_snapshot(apply_preprocessing(model, raw), database, FEATURES_TABLE, snapshot)
     warehouse.write_snapshot(
-        apply_preprocessing(model, raw), config.storage.database, FEATURES_TABLE, snapshot
+        catalog_frame(spark, feature_set, stats, snapshot), database, CATALOG_TABLE, snapshot
     )
     raw.unpersist()
-    return metadata
+    return FeaturesResult(metadata=metadata, customers=customers, input_counts=inputs.counts)
+
+
+def describe_features(spark: SparkSession, config: SeglibConfig) -> str:
+    """The feature catalog of the configured snapshot as a text table (what `seg features --describe` prints)."""
+    warehouse = Warehouse.from_config(spark, config)
+    snapshot = config.features.snapshot_date
+    rows = (
+        warehouse.read_snapshot(config.storage.database, CATALOG_TABLE, snapshot)
+        .orderBy("position")
+        .collect()
+    )
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.4g}"
+
+    header = ("feature", "family", "source", "transform", "mean", "stddev", "min", "max", "null%", "levels")
+    table = [header] + [
+        (row["feature"], row["family"], row["source"], row["transformation"], number(row["mean"]),
+         number(row["stddev"]), number(row["min"]), number(row["max"]), f"{100 * row['null_share']:.1f}",
+         number(row["levels"]))
+        for row in rows
+    ]  # fmt: skip
+    widths = [max(len(line[column]) for line in table) for column in range(len(header))]
+    lines = [f"feature catalog of {config.storage.database}.{FEATURES_TABLE}, snapshot {snapshot}:"]
+    lines += [
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in table
+    ]
+    return "\n".join(lines)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from seglib.config import SeglibConfig
+from seglib.config import EVENT_KINDS, SeglibConfig
 from seglib.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class Persona:
     event_weights: tuple[float, ...]  # over EVENT_TYPES
     age_mean: float
     signup_days: tuple[int, int]  # signup this many days before the end date
+    weekend_weight: float = 0.2  # share of purchases moved to a weekend
+    daypart_weights: tuple[float, ...] = (0.05, 0.35, 0.35, 0.25)  # night, morning, afternoon, evening
+    discount_rate: float = 0.1  # share of purchases with a discount
+    return_rate: float = 0.05  # share of lines returned later
 
 
 # Personas differ in non-linear ways: loyal and bargain customers order about as often but at
@@ -64,35 +68,40 @@ PERSONAS: tuple[Persona, ...] = (
         amount_log_mean=4.4, amount_log_sd=0.45, quantity_mean=2.0,
         category_weights=(0.35, 0.25, 0.25, 0.05, 0.02, 0.04, 0.02, 0.02), channel_weights=(0.2, 0.7, 0.1),
         sessions_mean=14, browse_days=(0, 120), events_per_session=5, event_weights=(0.6, 0.15, 0.15, 0.10),
-        age_mean=44, signup_days=(500, 700),
+        age_mean=44, signup_days=(500, 700), weekend_weight=0.1, daypart_weights=(0.02, 0.38, 0.45, 0.15),
+        discount_rate=0.1, return_rate=0.04,
     ),
     Persona(
         name="bargain_hunter", weight=0.26, orders_mean=22, active_days=(0, 365),
         amount_log_mean=2.6, amount_log_sd=0.40, quantity_mean=4.0,
         category_weights=(0.02, 0.08, 0.25, 0.20, 0.35, 0.04, 0.04, 0.02), channel_weights=(0.75, 0.15, 0.1),
         sessions_mean=16, browse_days=(0, 120), events_per_session=7, event_weights=(0.35, 0.45, 0.12, 0.08),
-        age_mean=31, signup_days=(400, 700),
+        age_mean=31, signup_days=(400, 700), weekend_weight=0.5, daypart_weights=(0.1, 0.1, 0.2, 0.6),
+        discount_rate=0.6, return_rate=0.08,
     ),
     Persona(
         name="lapsed_customer", weight=0.18, orders_mean=14, active_days=(420, 700),
         amount_log_mean=3.9, amount_log_sd=0.45, quantity_mean=2.0,
         category_weights=(0.25, 0.25, 0.25, 0.05, 0.05, 0.05, 0.05, 0.05), channel_weights=(0.4, 0.3, 0.3),
         sessions_mean=0.7, browse_days=(420, 700), events_per_session=4, event_weights=(0.7, 0.1, 0.1, 0.1),
-        age_mean=52, signup_days=(710, 730),
+        age_mean=52, signup_days=(710, 730), weekend_weight=0.2, daypart_weights=(0.05, 0.3, 0.35, 0.3),
+        discount_rate=0.2, return_rate=0.1,
     ),
     Persona(
         name="window_shopper", weight=0.20, orders_mean=4, active_days=(0, 120),
         amount_log_mean=3.4, amount_log_sd=0.40, quantity_mean=1.0,
         category_weights=(0.05, 0.10, 0.45, 0.25, 0.05, 0.05, 0.03, 0.02), channel_weights=(0.3, 0.65, 0.05),
         sessions_mean=25, browse_days=(0, 90), events_per_session=8, event_weights=(0.65, 0.15, 0.18, 0.02),
-        age_mean=24, signup_days=(200, 500),
+        age_mean=24, signup_days=(200, 500), weekend_weight=0.3, daypart_weights=(0.25, 0.15, 0.2, 0.4),
+        discount_rate=0.3, return_rate=0.2,
     ),
     Persona(
         name="new_big_ticket", weight=0.14, orders_mean=3, active_days=(0, 50),
         amount_log_mean=5.6, amount_log_sd=0.35, quantity_mean=1.0,
         category_weights=(0.70, 0.20, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01), channel_weights=(0.6, 0.2, 0.2),
         sessions_mean=6, browse_days=(0, 60), events_per_session=6, event_weights=(0.55, 0.25, 0.12, 0.08),
-        age_mean=38, signup_days=(20, 60),
+        age_mean=38, signup_days=(20, 60), weekend_weight=0.2, daypart_weights=(0.05, 0.35, 0.4, 0.2),
+        discount_rate=0.05, return_rate=0.03,
     ),
 )  # fmt: skip
 
@@ -156,6 +165,10 @@ def persona_frame(spark: SparkSession) -> DataFrame:
             float(persona.age_mean),
             persona.signup_days[0],
             persona.signup_days[1],
+            float(persona.weekend_weight),
+            _cumulative(persona.daypart_weights),
+            float(persona.discount_rate),
+            float(persona.return_rate),
         )
         for index, persona in enumerate(PERSONAS)
     ]
@@ -164,7 +177,8 @@ def persona_frame(spark: SparkSession) -> DataFrame:
         "amount_log_mean double, amount_log_sd double, quantity_mean double, category_edges array<double>, "
         "channel_edges array<double>, sessions_mean double, browse_from int, browse_to int, "
         "events_per_session double, event_edges array<double>, age_mean double, signup_from int, "
-        "signup_to int"
+        "signup_to int, weekend_weight double, daypart_edges array<double>, discount_rate double, "
+        "return_rate double"
     )
     return spark.createDataFrame(rows, schema)
 
@@ -212,48 +226,178 @@ def generate_customers(
     ).drop("id")
 
 
-def generate_transactions(people: DataFrame, seed: int, end_date: dt.date) -> DataFrame:
+@dataclass(frozen=True)
+class Domain:
+    """The vocabulary and purchase/browse balance of one kind of business.
+
+    Categories are listed in the positions the personas' category weights refer to (see CATEGORIES).
+    """
+
+    categories: tuple[str, ...]
+    channels: tuple[str, ...]
+    orders_scale: float = 1.0
+    sessions_scale: float = 1.0
+
+
+DOMAINS: dict[str, Domain] = {
+    "ecommerce": Domain(CATEGORIES, CHANNELS),
+    "retail": Domain(
+        ("electronics", "household", "apparel", "personal_care", "produce", "sports", "toys", "stationery"),
+        ("store", "online", "kiosk"),
+    ),
+    "banking": Domain(
+        (
+            "electronics_stores",
+            "home_improvement",
+            "apparel",
+            "pharmacies",
+            "groceries",
+            "fuel",
+            "travel",
+            "restaurants",
+        ),
+        ("card_present", "online", "contactless"),
+        orders_scale=1.5,
+    ),
+    "mobile_app": Domain(
+        ("premium_upgrade", "subscription", "skins", "boosts", "coins", "bundles", "gifts", "ad_free"),
+        ("ios", "android", "web"),
+        orders_scale=0.3,
+        sessions_scale=2.5,
+    ),
+    "healthcare": Domain(
+        (
+            "imaging",
+            "specialist",
+            "dermatology",
+            "pharmacy",
+            "primary_care",
+            "physiotherapy",
+            "pediatrics",
+            "dental",
+        ),
+        ("in_person", "telehealth", "home_visit"),
+        orders_scale=0.5,
+    ),
+}
+LINES_PER_ORDER_EDGES = (0.75, 0.92)  # 1, 2 or 3 lines per order
+
+
+def _purchase_day(seed: int, keys: tuple[Column, ...], end_date: dt.date) -> Column:
+    """Days back from the end date: uniform in the persona's window, with a weekend and a season pull.
+
+    A share of purchases (the persona's weekend_weight) moves to the Saturday or Sunday of its week;
+    15% move into the weeks before Christmas of the same year when that stays inside the window.
+    """
+    end = F.lit(end_date)
+    days_back = _days_back(F.col("active_from"), F.col("active_to"), uniform(seed, "tx_day", *keys))
+    day = F.date_sub(end, days_back)
+    weekend = F.date_add(
+        F.next_day(day, "Sat"), F.when(uniform(seed, "tx_sunday", *keys) < 0.5, 0).otherwise(1)
+    )
+    day = F.when(
+        uniform(seed, "tx_weekend", *keys) < F.col("weekend_weight"), F.date_sub(weekend, 7)
+    ).otherwise(day)
+    season = F.date_add(
+        F.make_date(F.year(day), F.lit(11), F.lit(15)),
+        (uniform(seed, "tx_season_day", *keys) * 40).cast("int"),
+    )
+    season_back = F.datediff(end, season)
+    in_window = (season_back >= F.col("active_from")) & (season_back <= F.col("active_to"))
+    day = F.when((uniform(seed, "tx_season", *keys) < 0.15) & in_window, season).otherwise(day)
+    return F.least(day, end)
+
+
+def generate_transactions(people: DataFrame, seed: int, end_date: dt.date, domain: Domain) -> DataFrame:
+    """Canonical transactions: order lines with persona timing, heavy-tailed amounts, discounts, returns."""
     customer_id = F.col("customer_id")
+    orders_mean = F.col("orders_mean") * F.lit(domain.orders_scale)
     orders = people.withColumn(
         "order_number",
         F.explode(
             F.sequence(
-                F.lit(1),
-                F.greatest(F.lit(1), poisson_like_count(F.col("orders_mean"), seed, "orders", customer_id)),
+                F.lit(1), F.greatest(F.lit(1), poisson_like_count(orders_mean, seed, "orders", customer_id))
             )
         ),
     )
-    keys = (customer_id, F.col("order_number"))
-    days_back = _days_back(F.col("active_from"), F.col("active_to"), uniform(seed, "tx_day", *keys))
-    seconds = (uniform(seed, "tx_second", *keys) * 86400).cast("long")
-    timestamp = (F.unix_timestamp(F.date_sub(F.lit(end_date), days_back).cast("timestamp")) + seconds).cast(
-        "timestamp"
-    )
-    amount = F.exp(F.col("amount_log_mean") + F.col("amount_log_sd") * standard_normal(seed, "amount", *keys))
-    return orders.select(
-        F.concat_ws("-", F.lit("t"), customer_id.cast("string"), F.col("order_number").cast("string")).alias(
-            "transaction_id"
-        ),
-        customer_id,
-        timestamp.alias("transaction_ts"),
-        F.round(amount, 2).alias("amount"),
-        F.greatest(F.lit(1), poisson_like_count(F.col("quantity_mean"), seed, "quantity", *keys)).alias(
-            "quantity"
-        ),
+    order_keys = (customer_id, F.col("order_number"))
+    lines = orders.select(
+        "*",
+        _purchase_day(seed, order_keys, end_date).alias("_day"),
         weighted_choice(
-            _literal_array(CATEGORIES), F.col("category_edges"), uniform(seed, "category", *keys)
+            _literal_array(DAYPARTS_START_HOURS),
+            F.col("daypart_edges"),
+            uniform(seed, "tx_daypart", *order_keys),
+        ).alias("_hour0"),
+        (uniform(seed, "tx_second", *order_keys) * 6 * 3600).cast("long").alias("_seconds"),
+        F.explode(
+            F.sequence(
+                F.lit(1),
+                choice_index(_literal_array(LINES_PER_ORDER_EDGES), uniform(seed, "lines", *order_keys)) + 1,
+            )
+        ).alias("line_number"),
+    )
+    keys = (*order_keys, F.col("line_number"))
+    timestamp = (
+        F.unix_timestamp(F.col("_day").cast("timestamp")) + F.col("_hour0") * 3600 + F.col("_seconds")
+    ).cast("timestamp")
+    log_amount = F.col("amount_log_mean") + F.col("amount_log_sd") * standard_normal(seed, "amount", *keys)
+    # A few purchases far above the persona's usual: a Pareto tail (index 1.2), capped at 100x.
+    tail = F.when(
+        uniform(seed, "amount_tail", *keys) < 0.02,
+        F.least(F.lit(100.0), F.pow(F.lit(1.0) - uniform(seed, "amount_tail_size", *keys), F.lit(-1 / 1.2))),
+    ).otherwise(F.lit(1.0))
+    amount = F.round(F.exp(log_amount) * tail, 2)
+    discounted = uniform(seed, "discount", *keys) < F.col("discount_rate")
+    purchases = lines.select(
+        F.concat_ws("-", F.lit("t"), customer_id.cast("string"), F.col("order_number").cast("string"),
+                    F.col("line_number").cast("string")).alias("transaction_id"),
+        F.concat_ws("-", F.lit("o"), customer_id.cast("string"), F.col("order_number").cast("string")).alias("order_id"),
+        customer_id,
+        timestamp.alias("timestamp"),
+        amount.alias("amount"),
+        F.greatest(F.lit(1), poisson_like_count(F.col("quantity_mean"), seed, "quantity", *keys)).alias("quantity"),
+        weighted_choice(
+            _literal_array(domain.categories), F.col("category_edges"), uniform(seed, "category", *keys)
         ).alias("category"),
         weighted_choice(
-            _literal_array(CHANNELS), F.col("channel_edges"), uniform(seed, "channel", *keys)
+            _literal_array(domain.channels), F.col("channel_edges"), uniform(seed, "channel", *order_keys)
         ).alias("channel"),
+        F.when(discounted, F.round(amount * (0.1 + 0.3 * uniform(seed, "discount_size", *keys)), 2))
+        .otherwise(F.lit(0.0))
+        .alias("discount"),
+        F.lit(False).alias("is_return"),
+        (uniform(seed, "return", *keys) < F.col("return_rate")).alias("_returned"),
+        (F.lit(1) + uniform(seed, "return_delay", *keys) * 30).cast("int").alias("_return_delay"),
+    )  # fmt: skip
+    returns = purchases.where("_returned").select(
+        F.concat(F.col("transaction_id"), F.lit("-r")).alias("transaction_id"),
+        "order_id",
+        "customer_id",
+        (F.col("timestamp") + F.make_interval(days=F.col("_return_delay"))).alias("timestamp"),
+        (-F.col("amount")).alias("amount"),
+        "quantity",
+        "category",
+        "channel",
+        F.lit(0.0).alias("discount"),
+        F.lit(True).alias("is_return"),
     )
+    end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min))
+    return purchases.drop("_returned", "_return_delay").unionByName(returns.where(F.col("timestamp") < end))
 
 
-def generate_events(people: DataFrame, seed: int, end_date: dt.date) -> DataFrame:
+DAYPARTS_START_HOURS = (0, 6, 12, 18)
+
+
+def generate_events(
+    people: DataFrame, seed: int, end_date: dt.date, domain: Domain, kind_names: Mapping[str, str]
+) -> DataFrame:
+    """Canonical events: sessions of views, searches, add-to-carts and purchases; some customers never visit."""
     customer_id = F.col("customer_id")
+    sessions_mean = F.col("sessions_mean") * F.lit(domain.sessions_scale)
     counted = people.withColumn(
-        "session_count", poisson_like_count(F.col("sessions_mean"), seed, "sessions", customer_id)
-    ).where(F.col("session_count") > 0)  # some customers never visit: they get no events
+        "session_count", poisson_like_count(sessions_mean, seed, "sessions", customer_id)
+    ).where(F.col("session_count") > 0)
     sessions = counted.withColumn("session_number", F.explode(F.sequence(F.lit(1), F.col("session_count"))))
     session_keys = (customer_id, F.col("session_number"))
     days_back = _days_back(
@@ -280,11 +424,117 @@ def generate_events(people: DataFrame, seed: int, end_date: dt.date) -> DataFram
         F.concat_ws(
             "-", F.lit("s"), customer_id.cast("string"), F.col("session_number").cast("string")
         ).alias("session_id"),
-        (F.col("session_start") + F.col("event_number") * 25).cast("timestamp").alias("event_ts"),
+        (F.col("session_start") + F.col("event_number") * 25).cast("timestamp").alias("timestamp"),
         weighted_choice(
-            _literal_array(EVENT_TYPES), F.col("event_edges"), uniform(seed, "event_type", *event_keys)
+            _literal_array([kind_names[kind] for kind in EVENT_KINDS]),
+            F.col("event_edges"),
+            uniform(seed, "event_type", *event_keys),
         ).alias("event_type"),
+        weighted_choice(
+            _literal_array(domain.categories),
+            F.col("category_edges"),
+            uniform(seed, "event_category", *event_keys),
+        ).alias("category"),
     )
+
+
+def inject_transaction_problems(
+    transactions: DataFrame, seed: int, rate: float, end_date: dt.date
+) -> DataFrame:
+    """Give a `rate` share of rows one problem each: null customer, null timestamp, NaN amount, a
+    timestamp after the end date, or a duplicate transaction id (a second row with the same id)."""
+    key = F.col("transaction_id")
+    problem = F.when(uniform(seed, "dirty", key) < rate, (uniform(seed, "dirty_kind", key) * 5).cast("int"))
+    marked = transactions.withColumn("_problem", problem)
+    after_end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min)).cast(
+        "timestamp"
+    ) + F.make_interval(days=(uniform(seed, "dirty_days", key) * 60).cast("int"))
+    broken = marked.select(
+        F.when(F.col("_problem") == 0, F.lit(None)).otherwise(F.col("customer_id")).alias("customer_id"),
+        F.when(F.col("_problem") == 1, F.lit(None))
+        .when(F.col("_problem") == 3, after_end)
+        .otherwise(F.col("timestamp"))
+        .alias("timestamp"),
+        F.when(F.col("_problem") == 2, F.lit(float("nan"))).otherwise(F.col("amount")).alias("amount"),
+        *[name for name in transactions.columns if name not in ("customer_id", "timestamp", "amount")],
+        "_problem",
+    )
+    duplicates = broken.where(F.col("_problem") == 4).withColumn(
+        "timestamp", F.col("timestamp") + F.expr("INTERVAL 1 HOURS")
+    )
+    return broken.unionByName(duplicates).drop("_problem").select(*transactions.columns)
+
+
+def inject_event_problems(events: DataFrame, seed: int, rate: float, end_date: dt.date) -> DataFrame:
+    """Null customer, null timestamp or a timestamp after the end date, on a `rate` share of rows."""
+    key = (F.col("session_id"), F.col("timestamp"), F.col("event_type"))
+    problem = F.when(uniform(seed, "dirty", *key) < rate, (uniform(seed, "dirty_kind", *key) * 3).cast("int"))
+    after_end = F.col("timestamp") + F.make_interval(days=F.lit(400))
+    return (
+        events.withColumn("_problem", problem)
+        .select(
+            F.when(F.col("_problem") == 0, F.lit(None)).otherwise(F.col("customer_id")).alias("customer_id"),
+            F.when(F.col("_problem") == 1, F.lit(None))
+            .when(
+                F.col("_problem") == 2,
+                F.greatest(after_end, F.lit(dt.datetime.combine(end_date, dt.time.max))),
+            )
+            .otherwise(F.col("timestamp"))
+            .alias("timestamp"),
+            *[name for name in events.columns if name not in ("customer_id", "timestamp")],
+        )
+        .select(*events.columns)
+    )
+
+
+def inject_customer_problems(customers: DataFrame, seed: int, rate: float) -> DataFrame:
+    """A `rate` share of customers appear twice (the copy signed up a day later) or lose their id."""
+    key = F.col("customer_id")
+    problem = F.when(uniform(seed, "dirty", key) < rate, (uniform(seed, "dirty_kind", key) * 2).cast("int"))
+    marked = customers.withColumn("_problem", problem)
+    copies = marked.where(F.col("_problem") == 0).withColumn("signup_date", F.date_add("signup_date", 1))
+    nulled = marked.withColumn(
+        "customer_id", F.when(F.col("_problem") == 1, F.lit(None)).otherwise(F.col("customer_id"))
+    )
+    return nulled.unionByName(copies).drop("_problem")
+
+
+def _attribute_columns(
+    people: DataFrame, seed: int, categorical: list[str], numeric: list[str]
+) -> list[Column]:
+    """Configured extra attributes: half of the categorical ones follow the persona, numeric ones are log-normal."""
+    customer_id = F.col("customer_id")
+    columns = []
+    for name in categorical:
+        follows_persona = uniform(seed, f"attr:{name}:follows", customer_id) < 0.5
+        random_level = (uniform(seed, f"attr:{name}", customer_id) * 4).cast("int")
+        level = F.when(follows_persona, F.col("persona_index") % 4).otherwise(random_level)
+        columns.append(F.concat(F.lit("level_"), level.cast("string")).alias(name))
+    for name in numeric:
+        value = F.exp(
+            F.lit(7.0)
+            + F.col("persona_index") * 0.2
+            + 0.5 * standard_normal(seed, f"attr:{name}", customer_id)
+        )
+        columns.append(F.round(value, 2).alias(name))
+    return columns
+
+
+def _as_source_columns(
+    canonical: DataFrame, mapping: dict[str, str], extra: list[str], dates: dict[str, str | None]
+) -> DataFrame:
+    """Rename canonical columns to the user's names from the config mapping; unmapped ones are left out.
+
+    `dates` holds, per canonical temporal column, the string pattern to write it in (None keeps the type).
+    """
+    selected = []
+    for role, column in mapping.items():
+        value = F.col(role)
+        pattern = dates.get(role)
+        if pattern:
+            value = F.date_format(value, pattern)
+        selected.append(value.alias(column))
+    return canonical.select(*selected, *extra)
 
 
 @dataclass(frozen=True)
@@ -295,32 +545,71 @@ class GeneratedCounts:
 
 
 def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
-    """Write customers, transactions, events and persona_truth to the raw input database."""
+    """Write the raw tables where the input config reads them, in its column names, and persona_truth."""
+    from seglib.inputs import mapped_columns, write_source
+
     settings = config.generate
+    inputs = config.input
+    domain = DOMAINS[settings.domain]
     warehouse = Warehouse.from_config(spark, config)
-    database = config.input.database
     people = generate_customers(
         spark, settings.customers, settings.seed, settings.end_date, settings.partitions
     )
     people = people.withColumn("signup_date", F.greatest(F.col("signup_date"), F.lit(settings.start_date)))
-    customers = people.select("customer_id", "signup_date", "age", "gender", "region")
-    truth = people.select("customer_id", "persona")
-    transactions = generate_transactions(people, settings.seed, settings.end_date)
-    events = generate_events(people, settings.seed, settings.end_date)
-    warehouse.write_table(customers, database, config.input.customers)
-    warehouse.write_table(truth, database, TRUTH_TABLE)
-    warehouse.write_table(transactions, database, config.input.transactions)
-    warehouse.write_table(events, database, config.input.events)
-    counts = GeneratedCounts(
-        customers=warehouse.read(database, config.input.customers).count(),
-        transactions=warehouse.read(database, config.input.transactions).count(),
-        events=warehouse.read(database, config.input.events).count(),
+    warehouse.write_table(people.select("customer_id", "persona"), inputs.database, TRUTH_TABLE)
+    rate, seed = settings.dirty_rate, settings.seed
+
+    transactions = generate_transactions(people, seed, settings.end_date, domain)
+    if rate > 0:
+        transactions = inject_transaction_problems(transactions, seed, rate, settings.end_date)
+    tx_config = inputs.transactions
+    tx_dates = {"timestamp": tx_config.timestamp_format} if tx_config.source.format == "csv" else {}
+    write_source(
+        _as_source_columns(transactions, mapped_columns(tx_config), [], tx_dates),
+        warehouse, tx_config.source, inputs.database,
+    )  # fmt: skip
+    counts = {"customers": 0, "events": 0}
+    if inputs.customers is not None:
+        customers_config = inputs.customers
+        customers = people.select(
+            "customer_id",
+            "signup_date",
+            F.col("age").cast("double").alias("age"),
+            F.date_sub(F.add_months(F.lit(settings.end_date), -12 * F.col("age")),
+                       (uniform(seed, "birthday", F.col("customer_id")) * 365).cast("int")).alias("birth_date"),
+            "gender",
+            "region",
+            *_attribute_columns(people, seed, customers_config.categorical_attributes,
+                                customers_config.numeric_attributes),
+        )  # fmt: skip
+        if rate > 0:
+            customers = inject_customer_problems(customers, seed, rate)
+        date_pattern = customers_config.date_format if customers_config.source.format == "csv" else None
+        written = _as_source_columns(
+            customers,
+            mapped_columns(customers_config),
+            [*customers_config.categorical_attributes, *customers_config.numeric_attributes],
+            {"signup_date": date_pattern, "birth_date": date_pattern},
+        )
+        write_source(written, warehouse, customers_config.source, inputs.database)
+        counts["customers"] = written.count()
+    if inputs.events is not None:
+        events_config = inputs.events
+        kind_names: dict[str, str] = {kind: events_config.event_types[kind][0] for kind in EVENT_KINDS}
+        events = generate_events(people, seed, settings.end_date, domain, kind_names)
+        if rate > 0:
+            events = inject_event_problems(events, seed, rate, settings.end_date)
+        event_dates = (
+            {"timestamp": events_config.timestamp_format} if events_config.source.format == "csv" else {}
+        )
+        written = _as_source_columns(events, mapped_columns(events_config), [], event_dates)
+        write_source(written, warehouse, events_config.source, inputs.database)
+        counts["events"] = written.count()
+    result = GeneratedCounts(
+        customers=counts["customers"], transactions=transactions.count(), events=counts["events"]
     )
     log.info(
-        "generated %d customers, %d transactions, %d events in %s",
-        counts.customers,
-        counts.transactions,
-        counts.events,
-        database,
-    )
-    return counts
+        "generated %d customers, %d transactions, %d events (%s, dirty rate %s)",
+        result.customers, result.transactions, result.events, settings.domain, rate,
+    )  # fmt: skip
+    return result

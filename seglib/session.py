@@ -34,6 +34,8 @@ def session_settings(config: SeglibConfig) -> dict[str, str]:
         "spark.driver.memory": config.spark.driver_memory,
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # An unparseable timestamp in a string column becomes null (and is quarantined), never an error.
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     }
     if config.spark.master is not None:
         settings["spark.master"] = config.spark.master
