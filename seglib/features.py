@@ -132,7 +132,8 @@ def _sum_if(condition: Column, value: Column) -> Column:
 def transaction_feature_specs(columns: list[str], settings: FeatureSettings) -> list[FeatureSpec]:
     """The transaction features that the mapped columns allow, in output order."""
     spec = spec_maker("transactions")
-    basket_unit = "orders" if "order_id" in columns else "purchases"
+    # Without an order id, lines a customer bought at the same second are one basket.
+    basket_unit = "orders" if "order_id" in columns else "baskets"
     specs = [
         spec("recency_days", "recency", "scale", "cap", "days since the last purchase"),
         spec("frequency", "frequency", "log1p", "zero", f"{basket_unit} up to the snapshot"),
@@ -162,9 +163,8 @@ def transaction_feature_specs(columns: list[str], settings: FeatureSettings) -> 
             for name, start, end in DAYPARTS
         ],
     ]  # fmt: skip
-    if "quantity" in columns or "order_id" in columns:
-        unit = "units" if "quantity" in columns else "lines"
-        specs.append(spec("basket_size", "basket", "log1p", "zero", f"{unit} per {basket_unit[:-1]}"))
+    unit = "units" if "quantity" in columns else "lines"
+    specs.append(spec("basket_size", "basket", "log1p", "zero", f"{unit} per {basket_unit[:-1]}"))
     if "category" in columns:
         specs.append(spec("distinct_categories", "category", "log1p", "zero", "categories bought from"))
         specs.append(
@@ -226,10 +226,10 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     gap_seconds = F.unix_timestamp("timestamp") - F.unix_timestamp(previous)
     rows = visible.withColumn("_gap", F.when(purchase & (gap_seconds > 0), gap_seconds / 86400.0))
 
+    basket = F.col("order_id") if "order_id" in columns else F.col("timestamp")
+
     def orders_where(condition: Column) -> Column:
-        if "order_id" in columns:
-            return F.size(F.collect_set(F.when(condition, F.col("order_id")))).cast("double")
-        return _count_if(condition)
+        return F.size(F.collect_set(F.when(condition, basket))).cast("double")
 
     amount = F.col("amount")
     aggregates = [
@@ -301,10 +301,8 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     output["weekend_share"] = safe_ratio(F.col("_weekend"), purchases)
     for name, _, _ in DAYPARTS:
         output[f"daypart_{name}_share"] = safe_ratio(F.col(f"_{name}"), purchases)
-    if "quantity" in columns:
-        output["basket_size"] = safe_ratio(F.col("_units"), frequency)
-    elif "order_id" in columns:
-        output["basket_size"] = safe_ratio(purchases, frequency)
+    units = F.col("_units") if "quantity" in columns else purchases
+    output["basket_size"] = safe_ratio(units, frequency)
     if "category" in columns:
         output["distinct_categories"] = F.size(
             F.array_distinct(F.transform("_pairs", lambda p: p["category"]))
@@ -603,23 +601,29 @@ def build_features(
 # Preprocessing pipeline and metadata
 
 
-def preprocessing_pipeline(feature_set: FeatureSet) -> Pipeline:
+def preprocessing_pipeline(feature_set: FeatureSet, all_null: frozenset[str] = frozenset()) -> Pipeline:
     """Signed log1p of heavy tails, median imputation, standard scaling; flags and one-hots stay 0/1.
 
     Flags and one-hot slots are not standardised: that would give a rare region a weight of several
-    standard deviations and let a noise attribute dominate the embedding.
+    standard deviations and let a noise attribute dominate the embedding. A feature that is null for
+    every customer at fitting time (no median exists) is fixed at 0 in every row.
     """
     numeric = feature_set.numeric
-    logged = [
-        f"signum(`{spec.name}`) * log1p(abs(`{spec.name}`)) AS `{spec.name}__log`"
-        for spec in numeric
+
+    def value(name: str) -> str:
+        return "CAST(0.0 AS DOUBLE)" if name in all_null else f"`{name}`"
+
+    prepared = [
+        f"signum({value(spec.name)}) * log1p(abs({value(spec.name)})) AS `{spec.name}__in`"
         if spec.transform == "log1p"
+        else f"{value(spec.name)} AS `{spec.name}__in`"
+        for spec in numeric
     ]
-    model_inputs = [f"{spec.name}__log" if spec.transform == "log1p" else spec.name for spec in numeric]
+    model_inputs = [f"{spec.name}__in" for spec in numeric]
     imputed = [f"{name}__imputed" for name in model_inputs]
     categorical = [spec.name for spec in feature_set.categorical]
     stages: list[Any] = [
-        SQLTransformer(statement=f"SELECT {', '.join(['*', *logged])} FROM __THIS__"),
+        SQLTransformer(statement=f"SELECT {', '.join(['*', *prepared])} FROM __THIS__"),
         Imputer(inputCols=model_inputs, outputCols=imputed, strategy="median"),
         VectorAssembler(inputCols=imputed, outputCol="_numeric"),
         StandardScaler(inputCol="_numeric", outputCol="_numeric_scaled", withMean=True, withStd=True),
@@ -802,13 +806,17 @@ def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) 
     )
 
 
-def _check_fittable(stats: dict[str, dict[str, float | None]], feature_set: FeatureSet) -> None:
-    for spec in feature_set.numeric:
-        if stats[spec.name]["null_share"] == 1.0:
-            raise InputDataError(
-                f"feature {spec.name} (from the {spec.source} table) is null for every customer, so it "
-                f"cannot be imputed; check the mapped column in input.{spec.source}.columns or map it to null"
-            )
+def all_null_features(stats: dict[str, dict[str, float | None]], feature_set: FeatureSet) -> frozenset[str]:
+    """Numeric features without a single value (say, no customer bought twice): logged, then fixed at 0."""
+    empty = frozenset(spec.name for spec in feature_set.numeric if stats[spec.name]["null_share"] == 1.0)
+    for name in sorted(empty):
+        spec = next(spec for spec in feature_set.numeric if spec.name == name)
+        log.warning(
+            "feature %s (from the %s table) is null for every customer; it is set to 0 for all. If it comes "
+            "from a mapped column, check input.%s.columns",
+            name, spec.source, spec.source,
+        )  # fmt: skip
+    return empty
 
 
 def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
@@ -848,8 +856,7 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
         metadata = saved
         log.info("reusing preprocessing pipeline fitted on %s", saved.fitted_snapshot)
     else:
-        _check_fittable(stats, feature_set)
-        model = preprocessing_pipeline(feature_set).fit(raw)
+        model = preprocessing_pipeline(feature_set, all_null_features(stats, feature_set)).fit(raw)
         model.write().overwrite().save(pipeline_uri)
         metadata = FeatureMetadata(
             features=[asdict(spec) for spec in feature_set.specs],

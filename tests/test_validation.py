@@ -1,97 +1,151 @@
+"""Row-level rules: every bad row lands in the quarantine with its reason, and counts reconcile."""
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 
+from pyspark.sql import functions as F
+
 from seglib.features import features
-from seglib.validation import transaction_rules, validate_rows
+from seglib.inputs import canonical_frame
+from seglib.validation import (
+    AFTER_SNAPSHOT,
+    BAD_AMOUNT,
+    BAD_TIMESTAMP,
+    DUPLICATE_CUSTOMER,
+    DUPLICATE_TRANSACTION,
+    NULL_CUSTOMER,
+    SIGNUP_AFTER_SNAPSHOT,
+    customer_rules,
+    transaction_rules,
+    validate_rows,
+)
 from seglib.warehouse import Warehouse
 
+SNAPSHOT = dt.date(2025, 6, 30)
 TS = dt.datetime(2025, 6, 1, 12, 0, 0)
-TRANSACTIONS_SCHEMA = (
-    "transaction_id string, customer_id long, transaction_ts timestamp, amount double, category string"
-)
+TRANSACTIONS_SCHEMA = "txn string, cust bigint, at timestamp, total double"
+TRANSACTION_COLUMNS = {"transaction_id": "txn", "customer_id": "cust", "timestamp": "at", "amount": "total"}
 
 
 def dirty_transactions(spark):
     return spark.createDataFrame(
         [
-            ("t1", 1, TS, 10.0, "books"),
-            ("t2", None, TS, 10.0, "books"),  # null customer
-            ("t3", 1, None, 10.0, "books"),  # null timestamp
-            ("t4", 1, TS, float("nan"), "books"),  # NaN amount
-            ("t5", 2, TS, float("inf"), "toys"),  # infinite amount
-            ("t6", 2, TS, None, "toys"),  # null amount
-            ("t7", 2, TS, -5.0, "toys"),  # a return: accepted
-            ("t7", 2, TS + dt.timedelta(hours=1), 8.0, "toys"),  # later duplicate of t7
+            ("t1", 1, TS, 10.0),
+            ("t2", None, TS, 10.0),  # null customer
+            ("t3", 1, None, 10.0),  # null timestamp
+            ("t4", 1, TS, float("nan")),  # NaN amount
+            ("t5", 2, TS, float("inf")),  # infinite amount
+            ("t6", 2, TS, None),  # null amount
+            ("t7", 2, TS, -5.0),  # a return: accepted
+            ("t7", 2, TS + dt.timedelta(hours=1), 8.0),  # later duplicate of t7
+            ("t8", 2, dt.datetime(2025, 7, 1, 0, 0, 0), 8.0),  # the first second after the snapshot
+            ("t9", 2, dt.datetime(2025, 6, 30, 23, 59, 59), 8.0),  # the last second of the snapshot
         ],
         TRANSACTIONS_SCHEMA,
     )
 
 
-def test_each_bad_row_is_rejected_with_its_reason_and_nothing_is_lost(spark):
-    result = validate_rows(dirty_transactions(spark), "shop.transactions", transaction_rules())
+def test_each_bad_row_is_rejected_with_its_reason_and_kept_as_it_was(spark):
+    frame = canonical_frame(
+        dirty_transactions(spark), "shop.sales", "transactions", TRANSACTION_COLUMNS, None
+    )
+    result = validate_rows(frame, "shop.sales", transaction_rules(frame.columns, SNAPSHOT), "timestamp")
     assert result.counts == {
-        "accepted": 2,
-        "null customer_id": 1,
-        "null or unparseable transaction_ts": 1,
-        "null or non-finite amount": 3,
-        "duplicate transaction_id": 1,
+        "accepted": 3,
+        NULL_CUSTOMER: 1,
+        BAD_TIMESTAMP: 1,
+        BAD_AMOUNT: 3,
+        DUPLICATE_TRANSACTION: 1,
+        AFTER_SNAPSHOT: 1,
     }
-    assert result.input_rows == 8 == result.accepted.count() + result.rejected.count()
-    assert sorted(row["transaction_id"] for row in result.accepted.collect()) == ["t1", "t7"]
-    assert result.accepted.where("transaction_id = 't7'").first()["amount"] == -5.0  # the first t7 is kept
-    rejected = {json.loads(row["row"])["transaction_id"]: row["reason"] for row in result.rejected.collect()}
+    assert result.input_rows == 10 == result.accepted.count() + result.rejected.count()
+    accepted = {row["transaction_id"]: row for row in result.accepted.collect()}
+    assert sorted(accepted) == ["t1", "t7", "t9"]
+    assert accepted["t7"]["amount"] == -5.0  # the first t7 is kept
+    assert accepted["t1"]["customer_id"] == "1"  # canonical ids are strings
+    rejected = {json.loads(row["row"])["txn"]: row["reason"] for row in result.rejected.collect()}
     assert rejected == {
-        "t2": "null customer_id",
-        "t3": "null or unparseable transaction_ts",
-        "t4": "null or non-finite amount",
-        "t5": "null or non-finite amount",
-        "t6": "null or non-finite amount",
-        "t7": "duplicate transaction_id",
+        "t2": NULL_CUSTOMER,
+        "t3": BAD_TIMESTAMP,
+        "t4": BAD_AMOUNT,
+        "t5": BAD_AMOUNT,
+        "t6": BAD_AMOUNT,
+        "t7": DUPLICATE_TRANSACTION,
+        "t8": AFTER_SNAPSHOT,
     }
-    assert {row["source_table"] for row in result.rejected.collect()} == {"shop.transactions"}
+    # the quarantined row is the source row under the user's column names
+    original = json.loads(result.rejected.where("reason = 'timestamp after the snapshot'").first()["row"])
+    assert original == {"txn": "t8", "cust": 2, "at": "2025-07-01T00:00:00.000Z", "total": 8.0}
+    assert result.first_ts == TS and result.last_ts == dt.datetime(2025, 7, 1, 0, 0, 0)
 
 
-def test_features_stage_quarantines_bad_rows_and_rerun_replaces_them(spark, make_config):
-    config = make_config("features.snapshot_date=2025-06-30")
+def test_duplicate_and_future_customers_are_quarantined(spark):
+    customers = spark.createDataFrame(
+        [
+            (1, dt.date(2025, 1, 1)),
+            (1, dt.date(2025, 2, 1)),
+            (2, dt.date(2025, 7, 1)),
+            (None, dt.date(2025, 1, 1)),
+        ],
+        "id bigint, joined date",
+    )
+    frame = canonical_frame(
+        customers, "crm.people", "customers", {"customer_id": "id", "signup_date": "joined"}, None
+    )
+    result = validate_rows(frame, "crm.people", customer_rules(frame.columns, SNAPSHOT))
+    assert result.counts == {"accepted": 1, DUPLICATE_CUSTOMER: 1, SIGNUP_AFTER_SNAPSHOT: 1, NULL_CUSTOMER: 1}
+    assert result.accepted.first()["signup_date"] == dt.date(2025, 1, 1)  # the earliest signup is kept
+
+
+def test_features_stage_quarantines_bad_rows_counts_reconcile_and_rerun_replaces_them(spark, make_config):
+    config = make_config(
+        "features.snapshot_date=2025-06-30",
+        "input.transactions.columns={customer_id: cust, timestamp: at, amount: total, transaction_id: txn, "
+        "order_id: null, quantity: null, category: null, channel: null, discount: null, is_return: null}",
+    )
     warehouse = Warehouse.from_config(spark, config)
     raw = config.input.database
     warehouse.write_table(dirty_transactions(spark), raw, "transactions")
     warehouse.write_table(
         spark.createDataFrame(
-            [
-                (1, dt.date(2025, 1, 1), 30, "north"),
-                (2, dt.date(2025, 1, 1), 40, "south"),
-                (None, None, 50, "x"),
-            ],
-            "customer_id long, signup_date date, age int, region string",
+            [(1, dt.date(2025, 1, 1), 30, "m", "north"), (2, dt.date(2025, 1, 1), 40, "f", "south"),
+             (None, None, 50, "m", "x")],
+            "customer_id long, signup_date date, age int, gender string, region string",
         ),
-        raw,
-        "customers",
-    )
+        raw, "customers",
+    )  # fmt: skip
     warehouse.write_table(
         spark.createDataFrame(
-            [(1, "s1", TS, "view"), (2, "s2", None, "view")],
+            [(1, "s1", TS, "view"), (2, "s2", None, "view"), (2, "s3", TS + dt.timedelta(days=40), "view")],
             "customer_id long, session_id string, event_ts timestamp, event_type string",
         ),
         raw,
         "events",
     )
     for _ in range(2):
-        features(spark, config)
+        result = features(spark, config)
     database = config.storage.database
     quarantine = spark.sql(
         f"SELECT source_table, reason, count(*) AS n FROM {database}.quarantine GROUP BY 1, 2"
     )
-    assert {(row["source_table"].split(".")[1], row["reason"], row["n"]) for row in quarantine.collect()} == {
-        ("transactions", "null customer_id", 1),
-        ("transactions", "null or unparseable transaction_ts", 1),
-        ("transactions", "null or non-finite amount", 3),
-        ("transactions", "duplicate transaction_id", 1),
-        ("customers", "null customer_id", 1),
-        ("events", "null or unparseable event_ts", 1),
+    found = {(row["source_table"].split(".")[1], row["reason"], row["n"]) for row in quarantine.collect()}
+    assert found == {
+        ("transactions", NULL_CUSTOMER, 1),
+        ("transactions", BAD_TIMESTAMP, 1),
+        ("transactions", BAD_AMOUNT, 3),
+        ("transactions", DUPLICATE_TRANSACTION, 1),
+        ("transactions", AFTER_SNAPSHOT, 1),
+        ("customers", NULL_CUSTOMER, 1),
+        ("events", BAD_TIMESTAMP, 1),
+        ("events", AFTER_SNAPSHOT, 1),
     }
+    for table, counts in result.input_counts.items():
+        source = spark.table(table).count()
+        quarantined = sum(n for name, _, n in found if name == table.split(".")[1])
+        assert source == sum(counts.values()) == counts["accepted"] + quarantined, table
     rows = {row["customer_id"]: row for row in spark.table(f"{database}.customer_features").collect()}
-    assert sorted(rows) == [1, 2]
-    assert rows[1]["monetary"] == 10.0 and rows[2]["monetary"] == -5.0
+    assert sorted(rows) == ["1", "2"]
+    assert rows["1"]["monetary_total"] == 10.0 and rows["2"]["monetary_total"] == 3.0  # -5 + 8
+    assert spark.table(f"{database}.quarantine").where(F.col("snapshot_date") == SNAPSHOT).count() == 10
