@@ -49,9 +49,18 @@ def test_database_names_that_are_not_identifiers_never_reach_sql(name):
         load_config(None, [f"storage.database='{name}'"])
 
 
-def test_input_table_names_are_validated():
-    with pytest.raises(ConfigError, match=r"input\.transactions .* is not a valid identifier"):
-        load_config(None, ["input.transactions=orders`--"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "input.transactions.source.name=orders`--",
+        "input.customers.source.name='raw.people; DROP'",
+        "input.events.columns.session_id='id) OR (1=1'",
+        "input.customers.categorical_attributes=['plan`']",
+    ],
+)
+def test_input_table_and_column_names_are_validated(override):
+    with pytest.raises(ConfigError, match=r"input\.\w+.* is not a valid identifier"):
+        load_config(None, [override])
 
 
 def test_override_without_equals_sign_explains_the_syntax():
