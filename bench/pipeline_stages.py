@@ -49,7 +49,7 @@ def main() -> None:
     session_seconds = time.perf_counter() - started
     report = run_pipeline(spark, config)
     database, raw = config.storage.database, config.input.database
-    truth = spark.table(f"{raw}.{TRUTH_TABLE}")
+    truth = spark.table(f"{raw}.{TRUTH_TABLE}").withColumn("customer_id", F.col("customer_id").cast("string"))
     scored = (
         spark.table(f"{database}.customer_segments")
         .join(truth, "customer_id")
@@ -65,8 +65,8 @@ def main() -> None:
     base_rows = baseline.select("_cluster", "persona").collect()
     baseline_ari = adjusted_rand_score([r["persona"] for r in base_rows], [r["_cluster"] for r in base_rows])
 
-    transactions = spark.table(f"{raw}.{config.input.transactions}").count()
-    events = spark.table(f"{raw}.{config.input.events}").count()
+    generated = report.results["generate"]
+    transactions, events = generated.transactions, generated.events
     total = sum(report.stage_seconds.values())
     print(f"customers {args.customers}, transactions {transactions}, events {events}")
     print(f"session start {session_seconds:.1f}s")

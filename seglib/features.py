@@ -717,10 +717,14 @@ def load_feature_metadata(spark: SparkSession, config: SeglibConfig) -> FeatureM
         ) from None
 
 
-def population_statistics(raw: DataFrame, feature_set: FeatureSet) -> dict[str, dict[str, float | None]]:
+FeatureStatistics = dict[str, dict[str, float | None]]
+
+
+def population_statistics(raw: DataFrame, feature_set: FeatureSet) -> tuple[int, FeatureStatistics]:
     """Mean, spread, range and null share of every numeric feature, and levels of the categoricals.
 
-    One aggregation over the (cached) feature rows; the result is one small row.
+    One aggregation over the (cached) feature rows; the result is one small row. Returns the number
+    of customers too.
     """
     numeric = [spec.name for spec in [*feature_set.numeric, *feature_set.flags]]
     aggregates = [F.count(F.lit(1)).alias("_rows")]
@@ -738,7 +742,7 @@ def population_statistics(raw: DataFrame, feature_set: FeatureSet) -> dict[str, 
     row = raw.agg(*aggregates).first()
     assert row is not None
     rows = max(int(row["_rows"]), 1)
-    stats: dict[str, dict[str, float | None]] = {}
+    stats: FeatureStatistics = {}
     for index, name in enumerate(numeric):
         stats[name] = {
             "mean": row[f"mean_{index}"],
@@ -751,11 +755,11 @@ def population_statistics(raw: DataFrame, feature_set: FeatureSet) -> dict[str, 
     for index, spec in enumerate(feature_set.categorical):
         stats[spec.name] = {"mean": None, "stddev": None, "min": None, "max": None, "null_share": 0.0,
                             "levels": float(row[f"levels_{index}"])}  # fmt: skip
-    return stats
+    return int(row["_rows"]), stats
 
 
 def catalog_frame(
-    spark: SparkSession, feature_set: FeatureSet, stats: dict[str, dict[str, float | None]], snapshot: dt.date
+    spark: SparkSession, feature_set: FeatureSet, stats: FeatureStatistics, snapshot: dt.date
 ) -> DataFrame:
     rows = [
         (spec.name, spec.family, spec.source, spec.transform, spec.description,
@@ -806,7 +810,7 @@ def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) 
     )
 
 
-def all_null_features(stats: dict[str, dict[str, float | None]], feature_set: FeatureSet) -> frozenset[str]:
+def all_null_features(stats: FeatureStatistics, feature_set: FeatureSet) -> frozenset[str]:
     """Numeric features without a single value (say, no customer bought twice): logged, then fixed at 0."""
     empty = frozenset(spec.name for spec in feature_set.numeric if stats[spec.name]["null_share"] == 1.0)
     for name in sorted(empty):
@@ -842,8 +846,7 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
         inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
     )
     raw = raw.cache()
-    stats = population_statistics(raw, feature_set)
-    customers = raw.count()
+    customers, stats = population_statistics(raw, feature_set)
     if reuse:
         names = [spec.name for spec in feature_set.specs]
         if names != saved.feature_names or list(config.features.windows_days) != saved.windows_days:
@@ -878,6 +881,7 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
         catalog_frame(spark, feature_set, stats, snapshot), database, CATALOG_TABLE, snapshot
     )
     raw.unpersist()
+    inputs.release()
     return FeaturesResult(metadata=metadata, customers=customers, input_counts=inputs.counts)
 
 

@@ -546,7 +546,7 @@ class GeneratedCounts:
 
 def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
     """Write the raw tables where the input config reads them, in its column names, and persona_truth."""
-    from seglib.inputs import mapped_columns, write_source
+    from seglib.inputs import mapped_columns, read_source, write_source
 
     settings = config.generate
     inputs = config.input
@@ -592,7 +592,7 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
             {"signup_date": date_pattern, "birth_date": date_pattern},
         )
         write_source(written, warehouse, customers_config.source, inputs.database)
-        counts["customers"] = written.count()
+        counts["customers"] = read_source(spark, warehouse, customers_config.source, inputs.database).count()
     if inputs.events is not None:
         events_config = inputs.events
         kind_names: dict[str, str] = {kind: events_config.event_types[kind][0] for kind in EVENT_KINDS}
@@ -604,9 +604,10 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
         )
         written = _as_source_columns(events, mapped_columns(events_config), [], event_dates)
         write_source(written, warehouse, events_config.source, inputs.database)
-        counts["events"] = written.count()
+        counts["events"] = read_source(spark, warehouse, events_config.source, inputs.database).count()
+    written_transactions = read_source(spark, warehouse, tx_config.source, inputs.database).count()
     result = GeneratedCounts(
-        customers=counts["customers"], transactions=transactions.count(), events=counts["events"]
+        customers=counts["customers"], transactions=written_transactions, events=counts["events"]
     )
     log.info(
         "generated %d customers, %d transactions, %d events (%s, dirty rate %s)",

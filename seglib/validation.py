@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -39,6 +40,7 @@ class RowRule:
 @dataclass(frozen=True)
 class ValidatedTable:
     name: str
+    labelled: DataFrame  # every row with its reason (cached); unpersist when done with the table
     accepted: DataFrame
     rejected: DataFrame  # source_table, reason, row (the original row as JSON)
     counts: dict[str, int]  # "accepted" and one entry per reason
@@ -112,7 +114,9 @@ def validate_rows(
     last timestamp), so range checks need no extra scan.
     """
     reason = F.coalesce(*[F.when(rule.rejects, F.lit(rule.reason)) for rule in rules])
-    labelled = df.withColumn(_REASON, reason)
+    # Cached (memory, spilling to disk): the tally fills it, and the quarantine write and every
+    # feature pass read it instead of re-reading the source and redoing the duplicate checks.
+    labelled = df.withColumn(_REASON, reason).persist(StorageLevel.MEMORY_AND_DISK)
     time_aggregates = (
         [F.min(time_column).alias("_first"), F.max(time_column).alias("_last")] if time_column else []
     )
@@ -140,6 +144,7 @@ def validate_rows(
         log.info("%s: all %d input rows accepted", name, counts["accepted"])
     return ValidatedTable(
         name=name,
+        labelled=labelled,
         accepted=accepted,
         rejected=rejected,
         counts=counts,

@@ -380,3 +380,42 @@ def test_preprocessing_logs_imputes_scales_and_keeps_flags_and_one_hots_binary(s
     ]  # fmt: skip
     unseen = spark.createDataFrame([("z", 0.0, 2.0, 0.0, "zzz")], raw.schema)
     assert list(apply_preprocessing(model, unseen).first()["features"][3:]) == [0.0, 0.0, 1.0]
+
+
+def test_no_future_leakage_rows_after_the_snapshot_change_nothing(spark):
+    """Features of a snapshot computed from the full history equal those from the history cut at the
+    snapshot: adding any rows after it (new customers, purchases, returns, visits, signups) changes nothing."""
+    from pyspark.sql import functions as F
+
+    from seglib.generate import DOMAINS, generate_customers, generate_events, generate_transactions
+
+    end, snapshot = dt.date(2025, 12, 31), dt.date(2025, 8, 31)
+    people = generate_customers(spark, 400, seed=9, end_date=end, partitions=2)
+    kinds = {"view": "view", "search": "search", "add_to_cart": "cart", "purchase": "purchase"}
+    transactions = generate_transactions(people, 9, end, DOMAINS["ecommerce"]).withColumn(
+        "customer_id", F.col("customer_id").cast("string")
+    )
+    events = generate_events(people, 9, end, DOMAINS["ecommerce"], kinds).withColumn(
+        "customer_id", F.col("customer_id").cast("string")
+    )
+    customers = people.select(
+        F.col("customer_id").cast("string").alias("customer_id"),
+        "signup_date",
+        F.col("age").cast("double").alias("age"),
+        "region",
+    )
+    cutoff = F.lit(dt.datetime(2025, 9, 1))
+    assert transactions.where(F.col("timestamp") >= cutoff).count() > 0  # the future is not empty
+    assert customers.where(F.col("signup_date") > F.lit(snapshot)).count() > 0
+    settings = FeatureSettings(
+        snapshot=snapshot, categories=("electronics", "fashion"), channels=("web",), event_types=EVENT_TYPES
+    )
+    full, _ = build_features(transactions, customers, events, settings)
+    cut, _ = build_features(
+        transactions.where(F.col("timestamp") < cutoff),
+        customers.where(F.col("signup_date") <= F.lit(snapshot)),
+        events.where(F.col("timestamp") < cutoff),
+        settings,
+    )
+    assert full.count() == cut.count() > 300
+    assertDataFrameEqual(full, cut, rtol=1e-9)
