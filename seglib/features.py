@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import (
     Imputer,
@@ -184,65 +185,62 @@ def transaction_feature_specs(columns: list[str], settings: FeatureSettings) -> 
     return specs
 
 
-def _entropy(pairs: Column) -> Column:
-    """Entropy (nats) of the spend over categories, from an array of (category, amount) structs."""
-    categories = F.array_distinct(F.transform(pairs, lambda pair: pair["category"]))
-    spend = F.transform(
-        categories,
-        lambda category: F.aggregate(
-            F.filter(pairs, lambda pair: pair["category"] == category),
-            F.lit(0.0),
-            lambda total, pair: total + pair["amount"],
-        ),
+def _entropy_and_breadth(visible: DataFrame, purchase: Column) -> DataFrame:
+    """Distinct categories and the entropy (nats) of each customer's spend over all its categories.
+
+    Two aggregation levels over rows already partitioned by customer, so neither shuffles again.
+    """
+    spend = (
+        visible.where(purchase & F.col("category").isNotNull())
+        .groupBy("customer_id", "category")
+        .agg(F.sum("amount").alias("_spend"))
     )
-    total = F.aggregate(spend, F.lit(0.0), lambda acc, value: acc + value)
-    return F.aggregate(
-        spend,
-        F.lit(0.0),
-        lambda acc, value: acc
-        + F.when((value > 0) & (total > 0), -(value / total) * F.log(value / total)).otherwise(F.lit(0.0)),
+    total = F.sum(F.col("_spend"))
+    # H = log(T) - sum(s log s) / T over the positive category totals s, with T their sum
+    positive = F.when(F.col("_spend") > 0, F.col("_spend"))
+    return spend.groupBy("customer_id").agg(
+        F.count(F.lit(1)).cast("double").alias("distinct_categories"),
+        F.coalesce(
+            F.log(F.sum(positive)) - F.sum(positive * F.log(positive)) / F.sum(positive), F.lit(0.0)
+        ).alias("category_entropy"),
+        total.alias("_category_total"),
     )
 
 
 def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> DataFrame:
-    """One row per customer with a visible transaction; columns as in `transaction_feature_specs`."""
+    """One row per customer with a visible transaction; columns as in `transaction_feature_specs`.
+
+    Lines are summed per basket (order id, or lines bought at the same second), then baskets per
+    customer; everything runs after one shuffle by customer and uses only codegen-friendly
+    aggregates (no collected sets or lists), so cost grows linearly with the rows.
+    """
     columns = transactions.columns
     snapshot = settings.snapshot
     returned = F.col("amount") < 0
     if "is_return" in columns:
         returned = returned | F.coalesce(F.col("is_return"), F.lit(False))
-    visible = transactions.where(F.col("timestamp") < F.lit(end_of_day(snapshot))).select(
-        "*",
-        returned.alias("_return"),
-        F.when(returned, -F.abs(F.col("amount"))).otherwise(F.col("amount")).alias("_signed"),
-        F.datediff(F.lit(snapshot), F.to_date("timestamp")).alias("_age"),
+    visible = (
+        transactions.where(F.col("timestamp") < F.lit(end_of_day(snapshot)))
+        .select(
+            "*",
+            returned.alias("_return"),
+            F.when(returned, -F.abs(F.col("amount"))).otherwise(F.col("amount")).alias("_signed"),
+            F.datediff(F.lit(snapshot), F.to_date("timestamp")).alias("_age"),
+            (F.col("order_id") if "order_id" in columns else F.col("timestamp").cast("string")).alias(
+                "_basket"
+            ),
+        )
+        .repartition("customer_id")
     )
     purchase = ~F.col("_return")
-    # Gaps between purchases; lines bought at the same second are one basket, not a zero gap.
-    earlier = (
-        Window.partitionBy("customer_id").orderBy("timestamp").rowsBetween(Window.unboundedPreceding, -1)
-    )
-    previous = F.max(F.when(purchase, F.col("timestamp"))).over(earlier)
-    gap_seconds = F.unix_timestamp("timestamp") - F.unix_timestamp(previous)
-    rows = visible.withColumn("_gap", F.when(purchase & (gap_seconds > 0), gap_seconds / 86400.0))
-
-    basket = F.col("order_id") if "order_id" in columns else F.col("timestamp")
-
-    def orders_where(condition: Column) -> Column:
-        return F.size(F.collect_set(F.when(condition, basket))).cast("double")
-
-    amount = F.col("amount")
-    aggregates = [
-        F.max(F.when(purchase, F.col("timestamp"))).alias("_last"),
-        F.min(F.when(purchase, F.col("timestamp"))).alias("_first"),
-        orders_where(purchase).alias("frequency"),
-        F.sum("_signed").alias("monetary_total"),
-        _sum_if(purchase, amount).alias("_purchase_spend"),
-        F.max(F.when(purchase, amount)).alias("_max"),
-        F.avg("_gap").alias("_gap_mean"),
-        F.stddev_pop("_gap").alias("_gap_std"),
+    amount, age = F.col("amount"), F.col("_age")
+    per_basket = [
+        F.min(F.when(purchase, F.col("timestamp"))).alias("_ts"),
         _count_if(purchase).alias("_purchase_lines"),
         _count_if(F.col("_return")).alias("_returns"),
+        _sum_if(purchase, amount).alias("_spend"),
+        F.sum("_signed").alias("_signed"),
+        F.max(F.when(purchase, amount)).alias("_max"),
         _count_if(purchase & F.dayofweek("timestamp").isin(1, 7)).alias("_weekend"),
         *[
             _count_if(purchase & (F.hour("timestamp") >= start) & (F.hour("timestamp") < end)).alias(
@@ -250,44 +248,58 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
             )
             for name, start, end in DAYPARTS
         ],
-        _sum_if(purchase & (F.col("_age") < settings.trend_window_days), amount).alias("_recent"),
+        _sum_if(purchase & (age < settings.trend_window_days), amount).alias("_recent"),
         _sum_if(
-            purchase
-            & (F.col("_age") >= settings.trend_window_days)
-            & (F.col("_age") < 2 * settings.trend_window_days),
-            amount,
+            purchase & (age >= settings.trend_window_days) & (age < 2 * settings.trend_window_days), amount
         ).alias("_previous"),
+        *[_sum_if(age < days, F.col("_signed")).alias(f"_signed_{days}") for days in settings.windows_days],
     ]
-    for days in settings.windows_days:
-        aggregates.append(orders_where(purchase & (F.col("_age") < days)).alias(f"frequency_{days}d"))
-        aggregates.append(_sum_if(F.col("_age") < days, F.col("_signed")).alias(f"monetary_{days}d"))
     if "quantity" in columns:
-        aggregates.append(_sum_if(purchase, F.coalesce(F.col("quantity"), F.lit(1.0))).alias("_units"))
+        per_basket.append(_sum_if(purchase, F.coalesce(F.col("quantity"), F.lit(1.0))).alias("_units"))
     if "category" in columns:
-        pairs = F.struct(F.col("category").alias("category"), amount.alias("amount"))
-        aggregates.append(
-            F.collect_list(F.when(purchase & F.col("category").isNotNull(), pairs)).alias("_pairs")
-        )
-        aggregates += [
+        per_basket += [
             _sum_if(purchase & (F.col("category") == category), amount).alias(f"_category_{index}")
             for index, category in enumerate(settings.categories)
         ]
     if "channel" in columns:
-        aggregates += [
+        per_basket += [
             _count_if(purchase & (F.col("channel") == channel)).alias(f"_channel_{index}")
             for index, channel in enumerate(settings.channels)
         ]
     if "discount" in columns:
-        aggregates.append(_count_if(purchase & (F.col("discount") > 0)).alias("_discounted"))
-    totals = rows.groupBy("customer_id").agg(*aggregates)
+        per_basket.append(_count_if(purchase & (F.col("discount") > 0)).alias("_discounted"))
+    baskets = visible.groupBy("customer_id", "_basket").agg(*per_basket)
+
+    # Days from the previous purchase basket; baskets at the same second are one moment, not a 0 gap.
+    earlier = Window.partitionBy("customer_id").orderBy("_ts").rowsBetween(Window.unboundedPreceding, -1)
+    gap_seconds = F.unix_timestamp("_ts") - F.unix_timestamp(F.max("_ts").over(earlier))
+    baskets = baskets.withColumn("_gap", F.when(gap_seconds > 0, gap_seconds / 86400.0))
+    basket_age = F.datediff(F.lit(snapshot), F.to_date("_ts"))
+    summed = [
+        name
+        for name in baskets.columns
+        if name.startswith("_") and name not in ("_basket", "_ts", "_max", "_gap")
+    ]
+    totals = baskets.groupBy("customer_id").agg(
+        F.max("_ts").alias("_last"),
+        F.min("_ts").alias("_first"),
+        F.count("_ts").cast("double").alias("frequency"),
+        *[_count_if(basket_age < days).alias(f"frequency_{days}d") for days in settings.windows_days],
+        F.max("_max").alias("_max"),
+        F.avg("_gap").alias("_gap_mean"),
+        F.stddev_pop("_gap").alias("_gap_std"),
+        *[F.sum(name).alias(name) for name in summed],
+    )
+    if "category" in columns:
+        totals = totals.join(_entropy_and_breadth(visible, purchase), "customer_id", "left")
 
     purchases, frequency = F.col("_purchase_lines"), F.col("frequency")
     recent, previous_spend = F.col("_recent"), F.col("_previous")
     output: dict[str, Column] = {
         "recency_days": days_before(F.col("_last"), snapshot),
         "frequency": frequency,
-        "monetary_total": F.col("monetary_total"),
-        "monetary_mean": safe_ratio(F.col("_purchase_spend"), frequency),
+        "monetary_total": F.col("_signed"),
+        "monetary_mean": safe_ratio(F.col("_spend"), frequency),
         "monetary_max": F.coalesce(F.col("_max"), F.lit(0.0)),
         "purchase_tenure_days": F.coalesce(days_before(F.col("_first"), snapshot), F.lit(0.0)),
         "interpurchase_mean_days": F.col("_gap_mean"),
@@ -295,7 +307,7 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     }
     for days in settings.windows_days:
         output[f"frequency_{days}d"] = F.col(f"frequency_{days}d")
-        output[f"monetary_{days}d"] = F.col(f"monetary_{days}d")
+        output[f"monetary_{days}d"] = F.col(f"_signed_{days}")
     output["spend_trend"] = safe_ratio(recent - previous_spend, recent + previous_spend)
     output["return_rate"] = safe_ratio(F.col("_returns"), purchases + F.col("_returns"))
     output["weekend_share"] = safe_ratio(F.col("_weekend"), purchases)
@@ -304,14 +316,10 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     units = F.col("_units") if "quantity" in columns else purchases
     output["basket_size"] = safe_ratio(units, frequency)
     if "category" in columns:
-        output["distinct_categories"] = F.size(
-            F.array_distinct(F.transform("_pairs", lambda p: p["category"]))
-        )
-        output["category_entropy"] = _entropy(F.col("_pairs"))
+        output["distinct_categories"] = F.coalesce(F.col("distinct_categories"), F.lit(0.0))
+        output["category_entropy"] = F.coalesce(F.col("category_entropy"), F.lit(0.0))
         for index, category in enumerate(settings.categories):
-            output[category_share_column(category)] = safe_ratio(
-                F.col(f"_category_{index}"), F.col("_purchase_spend")
-            )
+            output[category_share_column(category)] = safe_ratio(F.col(f"_category_{index}"), F.col("_spend"))
     if "channel" in columns:
         for index, channel in enumerate(settings.channels):
             output[channel_share_column(channel)] = safe_ratio(F.col(f"_channel_{index}"), purchases)
@@ -321,20 +329,34 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     return totals.select("customer_id", *[output[name].cast("double").alias(name) for name in names])
 
 
-def top_values(frame: DataFrame, column: str, snapshot: dt.date, limit: int) -> list[str]:
-    """The most frequent values of `column` up to the snapshot (a small aggregate, safe to collect)."""
-    if column not in frame.columns:
-        return []
-    rows = (
-        frame.where(F.col("timestamp") < F.lit(end_of_day(snapshot)))
-        .where(F.col(column).isNotNull())
-        .groupBy(column)
-        .count()
-        .orderBy(F.desc("count"), F.asc(column))
-        .limit(limit)
-        .collect()
+def top_values_of(
+    frame: DataFrame, columns: list[str], snapshot: dt.date, limit: int
+) -> dict[str, list[str]]:
+    """The most frequent values of each column up to the snapshot, in one pass (a small result)."""
+    present = [column for column in columns if column in frame.columns]
+    result: dict[str, list[str]] = {column: [] for column in columns}
+    if not present:
+        return result
+    pairs = F.array(
+        *[F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value")) for c in present]
     )
-    return [row[column] for row in rows]
+    counts = (
+        frame.where(F.col("timestamp") < F.lit(end_of_day(snapshot)))
+        .select(F.explode(pairs).alias("pair"))
+        .select("pair.*")
+        .where(F.col("value").isNotNull())
+        .groupBy("column", "value")
+        .count()
+    )
+    rank = F.row_number().over(Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value")))
+    top = counts.withColumn("_rank", rank).where(F.col("_rank") <= limit).orderBy("column", "_rank").collect()
+    for row in top:
+        result[row["column"]].append(row["value"])
+    return result
+
+
+def top_values(frame: DataFrame, column: str, snapshot: dt.date, limit: int) -> list[str]:
+    return top_values_of(frame, [column], snapshot, limit)[column]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,8 +426,6 @@ def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
             _count_if(F.col("_kind") == kind).alias(f"_{kind}")
             for kind in ("view", "search", "add_to_cart", "purchase")
         ]
-    if "category" in columns:
-        per_session.append(F.collect_set("category").alias("_categories"))
     by_session = sessions.groupBy("customer_id", "_session").agg(*per_session)
 
     age = F.datediff(F.lit(snapshot), F.to_date("_start"))
@@ -424,11 +444,16 @@ def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
             _count_if(with_cart).alias("_cart_sessions"),
             _count_if(with_cart & (F.col("_purchase") == 0)).alias("_abandoned"),
         ]
-    if "category" in columns:
-        per_customer.append(
-            F.size(F.array_distinct(F.flatten(F.collect_list("_categories")))).alias("_browsed")
-        )
     totals = by_session.groupBy("customer_id").agg(*per_customer)
+    if "category" in columns:
+        browsed = (
+            visible.where(F.col("category").isNotNull())
+            .groupBy("customer_id", "category")
+            .agg(F.count(F.lit(1)).alias("_rows"))
+            .groupBy("customer_id")
+            .agg(F.count(F.lit(1)).cast("double").alias("_browsed"))
+        )
+        totals = totals.join(browsed, "customer_id", "left")
 
     output: dict[str, Column] = {
         "sessions": F.col("sessions"),
@@ -447,7 +472,7 @@ def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
             cart_abandonment=safe_ratio(F.col("_abandoned"), F.col("_cart_sessions")),
         )
     if "category" in columns:
-        output["distinct_browse_categories"] = F.col("_browsed")
+        output["distinct_browse_categories"] = F.coalesce(F.col("_browsed"), F.lit(0.0))
     names = [spec.name for spec in event_feature_specs(columns, settings)]
     return totals.select("customer_id", *[output[name].cast("double").alias(name) for name in names])
 
@@ -839,13 +864,15 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
         saved = load_feature_metadata(spark, config)
         categories, channels = saved.categories, saved.channels
     else:
-        limit = config.features.max_categories
-        categories = top_values(inputs.transactions, "category", snapshot, limit)
-        channels = top_values(inputs.transactions, "channel", snapshot, limit)
+        top = top_values_of(
+            inputs.transactions, ["category", "channel"], snapshot, config.features.max_categories
+        )
+        categories, channels = top["category"], top["channel"]
     raw, feature_set = build_features(
         inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
     )
-    raw = raw.cache()
+    # One row per customer, read by the statistics, the pipeline fit and the write: kept on disk.
+    raw = raw.persist(StorageLevel.DISK_ONLY)
     customers, stats = population_statistics(raw, feature_set)
     if reuse:
         names = [spec.name for spec in feature_set.specs]

@@ -114,9 +114,10 @@ def validate_rows(
     last timestamp), so range checks need no extra scan.
     """
     reason = F.coalesce(*[F.when(rule.rejects, F.lit(rule.reason)) for rule in rules])
-    # Cached (memory, spilling to disk): the tally fills it, and the quarantine write and every
-    # feature pass read it instead of re-reading the source and redoing the duplicate checks.
-    labelled = df.withColumn(_REASON, reason).persist(StorageLevel.MEMORY_AND_DISK)
+    # Cached on local disk, not in memory, so that a small driver (local mode) or executor never has
+    # to hold a large table: the tally fills it, and the quarantine write and the feature passes read
+    # it instead of re-reading the source and redoing the duplicate checks.
+    labelled = df.withColumn(_REASON, reason).persist(StorageLevel.DISK_ONLY)
     time_aggregates = (
         [F.min(time_column).alias("_first"), F.max(time_column).alias("_last")] if time_column else []
     )
