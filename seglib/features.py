@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import (
     Imputer,
@@ -871,8 +870,11 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
     raw, feature_set = build_features(
         inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
     )
-    # One row per customer, read by the statistics, the pipeline fit and the write: kept on disk.
-    raw = raw.persist(StorageLevel.DISK_ONLY)
+    # One row per customer, read by the statistics, the pipeline fit and the write: staged once as
+    # Parquet under cache_dir rather than cached in executor memory.
+    staging = join_uri(resolve_uri(config.storage.cache_dir), "features_staging", snapshot.isoformat())
+    raw.write.mode("overwrite").parquet(staging)
+    raw = spark.read.parquet(staging)
     customers, stats = population_statistics(raw, feature_set)
     if reuse:
         names = [spec.name for spec in feature_set.specs]
@@ -907,8 +909,7 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
     warehouse.write_snapshot(
         catalog_frame(spark, feature_set, stats, snapshot), database, CATALOG_TABLE, snapshot
     )
-    raw.unpersist()
-    inputs.release()
+    fs.delete(spark, staging)
     return FeaturesResult(metadata=metadata, customers=customers, input_counts=inputs.counts)
 
 

@@ -68,3 +68,9 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
 
 def read_text(spark: SparkSession, uri: str) -> str:
     return read_bytes(spark, uri).decode("utf-8")
+
+
+def delete(spark: SparkSession, uri: str) -> None:
+    """Remove a file or folder (recursively); nothing happens if it does not exist."""
+    path, filesystem = _path_and_fs(spark, uri)
+    filesystem.delete(path, True)

@@ -233,12 +233,6 @@ class InputTables:
     events: DataFrame | None
     rejected: DataFrame
     counts: dict[str, dict[str, int]]
-    cached: tuple[DataFrame, ...] = ()
-
-    def release(self) -> None:
-        """Drop the cached validated rows once the features are written."""
-        for frame in self.cached:
-            frame.unpersist()
 
 
 def _attribute_kinds(customers: CustomersInput) -> dict[str, Kind]:
@@ -300,11 +294,7 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
     validated["transactions"] = validate_rows(
         frame, label, transaction_rules(frame.columns, snapshot), time_column="timestamp"
     )
-    try:
-        check_snapshot_range(validated["transactions"], snapshot, config.features.snapshot_grace_days)
-    except InputDataError:
-        validated["transactions"].labelled.unpersist()
-        raise
+    check_snapshot_range(validated["transactions"], snapshot, config.features.snapshot_grace_days)
     if settings.customers is not None:
         label, frame = _load(
             spark, warehouse, config, "customers", settings.customers, settings.customers.date_format
@@ -322,5 +312,4 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
         events=validated["events"].accepted if "events" in validated else None,
         rejected=rejected,
         counts={table.name: table.counts for table in validated.values()},
-        cached=tuple(table.labelled for table in validated.values()),
     )

@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -40,7 +39,6 @@ class RowRule:
 @dataclass(frozen=True)
 class ValidatedTable:
     name: str
-    labelled: DataFrame  # every row with its reason (cached); unpersist when done with the table
     accepted: DataFrame
     rejected: DataFrame  # source_table, reason, row (the original row as JSON)
     counts: dict[str, int]  # "accepted" and one entry per reason
@@ -114,10 +112,9 @@ def validate_rows(
     last timestamp), so range checks need no extra scan.
     """
     reason = F.coalesce(*[F.when(rule.rejects, F.lit(rule.reason)) for rule in rules])
-    # Cached on local disk, not in memory, so that a small driver (local mode) or executor never has
-    # to hold a large table: the tally fills it, and the quarantine write and the feature passes read
-    # it instead of re-reading the source and redoing the duplicate checks.
-    labelled = df.withColumn(_REASON, reason).persist(StorageLevel.DISK_ONLY)
+    # Not cached: Spark's cache of a wide table with the original-row struct ran a 1g executor out of
+    # heap at 10M rows, while recomputing from the (columnar, pruned) source is cheap and bounded.
+    labelled = df.withColumn(_REASON, reason)
     time_aggregates = (
         [F.min(time_column).alias("_first"), F.max(time_column).alias("_last")] if time_column else []
     )
@@ -145,7 +142,6 @@ def validate_rows(
         log.info("%s: all %d input rows accepted", name, counts["accepted"])
     return ValidatedTable(
         name=name,
-        labelled=labelled,
         accepted=accepted,
         rejected=rejected,
         counts=counts,
