@@ -195,3 +195,19 @@ def test_invalid_input_config_is_reported_with_the_fix(override, message):
     with pytest.raises(ConfigError) as error:
         load_config(None, [override])
     assert message in str(error.value)
+
+
+def test_csv_schema_option_types_the_columns_before_mapping(spark, make_config, tmp_path):
+    folder = tmp_path / "typed"
+    folder.mkdir()
+    (folder / "export.csv").write_text("card;bought;total;note\n7;2025-06-01 10:00:00;2.5;x\n")
+    config = make_config(
+        *ONLY_TRANSACTIONS,
+        BARE_COLUMNS,
+        f"input.transactions.source={{format: csv, path: '{folder}', options: {{delimiter: ';'}}, "
+        "csv_schema: 'card INT, bought TIMESTAMP, total DOUBLE, note STRING'}",
+    )
+    source = read_source(spark, Warehouse.from_config(spark, config), config.input.transactions.source, "raw")
+    assert source.schema.simpleString() == "struct<card:int,bought:timestamp,total:double,note:string>"
+    row = read_inputs(spark, config).transactions.first()
+    assert (row["customer_id"], row["timestamp"], row["amount"]) == ("7", dt.datetime(2025, 6, 1, 10), 2.5)
