@@ -149,3 +149,31 @@ def test_features_stage_quarantines_bad_rows_counts_reconcile_and_rerun_replaces
     assert sorted(rows) == ["1", "2"]
     assert rows["1"]["monetary_total"] == 10.0 and rows["2"]["monetary_total"] == 3.0  # -5 + 8
     assert spark.table(f"{database}.quarantine").where(F.col("snapshot_date") == SNAPSHOT).count() == 10
+
+
+def test_describe_prints_the_feature_catalog_of_the_snapshot(spark, make_config, capsys):
+    from seglib.cli import build_parser, execute
+
+    config = make_config(
+        "features.snapshot_date=2025-06-30",
+        "input.customers=null",
+        "input.events=null",
+        "input.transactions.columns={customer_id: cust, timestamp: at, amount: total, transaction_id: txn, "
+        "order_id: null, quantity: null, category: null, channel: null, discount: null, is_return: null}",
+    )
+    Warehouse.from_config(spark, config).write_table(
+        dirty_transactions(spark), config.input.database, "transactions"
+    )
+    features(spark, config)
+    assert build_parser().parse_args(["features", "--describe"]).describe is True
+    execute("features", config, describe=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"feature catalog of {config.storage.database}.customer_features, snapshot 2025-06-30:"
+    assert lines[1].split() == [
+        "feature", "family", "source", "transform", "mean", "stddev", "min", "max", "null%", "levels",
+    ]  # fmt: skip
+    monetary = next(line.split() for line in lines if line.split()[0] == "monetary_total")
+    # customers 1 (10.0) and 2 (-5 + 8 = 3.0)
+    assert monetary[:8] == ["monetary_total", "monetary", "transactions", "log1p", "6.5", "3.5", "3", "10"]
+    flag = next(line.split() for line in lines if line.split()[0] == "has_purchases")
+    assert flag[:4] == ["has_purchases", "availability", "transactions", "flag"]
