@@ -354,10 +354,6 @@ def top_values_of(
     return result
 
 
-def top_values(frame: DataFrame, column: str, snapshot: dt.date, limit: int) -> list[str]:
-    return top_values_of(frame, [column], snapshot, limit)[column]
-
-
 # ---------------------------------------------------------------------------------------------
 # Events
 
@@ -870,13 +866,8 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
     raw, feature_set = build_features(
         inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
     )
-    # One row per customer, read by the statistics, the pipeline fit and the write: staged once as
-    # Parquet under cache_dir rather than cached in executor memory.
-    staging = join_uri(resolve_uri(config.storage.cache_dir), "features_staging", snapshot.isoformat())
-    raw.write.mode("overwrite").parquet(staging)
-    raw = spark.read.parquet(staging)
-    customers, stats = population_statistics(raw, feature_set)
     if reuse:
+        # Known from the configuration and the mapped columns alone: refuse before computing anything.
         names = [spec.name for spec in feature_set.specs]
         if names != saved.feature_names or list(config.features.windows_days) != saved.windows_days:
             raise InputDataError(
@@ -884,6 +875,13 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
                 f"features {saved.feature_names}, but the inputs and config now give {names}; run with "
                 "features.refit=true (and retrain) to fit a new one"
             )
+    # One row per customer, read by the statistics, the pipeline fit and the write: staged once as
+    # Parquet under cache_dir rather than cached in executor memory.
+    staging = join_uri(resolve_uri(config.storage.cache_dir), "features_staging", snapshot.isoformat())
+    raw.write.mode("overwrite").parquet(staging)
+    raw = spark.read.parquet(staging)
+    customers, stats = population_statistics(raw, feature_set)
+    if reuse:
         model = PipelineModel.load(pipeline_uri)
         metadata = saved
         log.info("reusing preprocessing pipeline fitted on %s", saved.fitted_snapshot)

@@ -19,6 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.config import EVENT_KINDS, SeglibConfig
+from seglib.features import DAYPARTS
 from seglib.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,7 @@ def generate_transactions(people: DataFrame, seed: int, end_date: dt.date, domai
         "*",
         _purchase_day(seed, order_keys, end_date).alias("_day"),
         weighted_choice(
-            _literal_array(DAYPARTS_START_HOURS),
+            _literal_array([start for _, start, _ in DAYPARTS]),
             F.col("daypart_edges"),
             uniform(seed, "tx_daypart", *order_keys),
         ).alias("_hour0"),
@@ -384,9 +385,6 @@ def generate_transactions(people: DataFrame, seed: int, end_date: dt.date, domai
     )
     end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min))
     return purchases.drop("_returned", "_return_delay").unionByName(returns.where(F.col("timestamp") < end))
-
-
-DAYPARTS_START_HOURS = (0, 6, 12, 18)
 
 
 def generate_events(

@@ -252,13 +252,17 @@ def _load(
     label = source_label(table.source, config.input.database)
     raw = read_source(spark, warehouse, table.source, config.input.database)
     attributes = _attribute_kinds(table) if isinstance(table, CustomersInput) else None
-    canonical = canonical_frame(raw, label, role, mapped_columns(table), pattern, attributes)
-    if raw.isEmpty():
+    return label, canonical_frame(raw, label, role, mapped_columns(table), pattern, attributes)
+
+
+def require_rows(validated: ValidatedTable, role: TableRole) -> ValidatedTable:
+    """Stop on an empty table; the validation tally has already counted its rows."""
+    if validated.input_rows == 0:
         raise InputDataError(
-            f"table {label} ({role}) is empty; point input.{role}.source at a table with rows"
+            f"table {validated.name} ({role}) is empty; point input.{role}.source at a table with rows"
             + (", or set input." + role + " to null if you have none" if role != "transactions" else "")
         )
-    return label, canonical
+    return validated
 
 
 def check_snapshot_range(validated: ValidatedTable, snapshot: dt.date, grace_days: int) -> None:
@@ -291,20 +295,25 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
 
     label, frame = _load(spark, warehouse, config, "transactions", settings.transactions,
                          settings.transactions.timestamp_format)  # fmt: skip
-    validated["transactions"] = validate_rows(
-        frame, label, transaction_rules(frame.columns, snapshot), time_column="timestamp"
+    validated["transactions"] = require_rows(
+        validate_rows(frame, label, transaction_rules(frame.columns, snapshot), time_column="timestamp"),
+        "transactions",
     )
     check_snapshot_range(validated["transactions"], snapshot, config.features.snapshot_grace_days)
     if settings.customers is not None:
         label, frame = _load(
             spark, warehouse, config, "customers", settings.customers, settings.customers.date_format
         )
-        validated["customers"] = validate_rows(frame, label, customer_rules(frame.columns, snapshot))
+        validated["customers"] = require_rows(
+            validate_rows(frame, label, customer_rules(frame.columns, snapshot)), "customers"
+        )
     if settings.events is not None:
         label, frame = _load(
             spark, warehouse, config, "events", settings.events, settings.events.timestamp_format
         )
-        validated["events"] = validate_rows(frame, label, event_rules(frame.columns, snapshot))
+        validated["events"] = require_rows(
+            validate_rows(frame, label, event_rules(frame.columns, snapshot)), "events"
+        )
     rejected = functools.reduce(DataFrame.unionByName, [table.rejected for table in validated.values()])
     return InputTables(
         transactions=validated["transactions"].accepted,

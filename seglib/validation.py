@@ -49,10 +49,6 @@ class ValidatedTable:
     def input_rows(self) -> int:
         return sum(self.counts.values())
 
-    @property
-    def quarantined_rows(self) -> int:
-        return self.input_rows - self.counts["accepted"]
-
 
 def is_not_finite(column: Column) -> Column:
     return column.isNull() | F.isnan(column) | (F.abs(column) == F.lit(float("inf")))

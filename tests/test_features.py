@@ -17,7 +17,7 @@ from seglib.features import (
     customer_attributes,
     event_features,
     preprocessing_pipeline,
-    top_values,
+    top_values_of,
     transaction_feature_specs,
     transaction_features,
     vector_slot_names,
@@ -332,9 +332,12 @@ def test_build_features_defines_every_feature_with_availability_flags(spark, tra
 
 def test_top_values_rank_by_count_up_to_the_snapshot(transactions):
     # books: 3 rows up to the snapshot (the future one is ignored); toys: 3 as well, then by name
-    assert top_values(transactions, "category", SNAPSHOT, 5) == ["books", "toys"]
-    assert top_values(transactions, "channel", SNAPSHOT, 1) == ["web"]
-    assert top_values(transactions.drop("channel"), "channel", SNAPSHOT, 3) == []
+    assert top_values_of(transactions, ["category"], SNAPSHOT, 5) == {"category": ["books", "toys"]}
+    assert top_values_of(transactions, ["category", "channel"], SNAPSHOT, 1) == {
+        "category": ["books"],
+        "channel": ["web"],
+    }
+    assert top_values_of(transactions.drop("channel"), ["channel"], SNAPSHOT, 3) == {"channel": []}
 
 
 def test_category_share_column_names_are_safe_identifiers():
