@@ -120,7 +120,7 @@ def describe_result(command: str, result: Any) -> str:
     if command == "features":
         return str(result.format())
     if command == "train":
-        return f"trained model {result.version} on {result.rows} customers (final loss {result.history[-1]['loss']:.4f})"
+        return str(result.format())
     if command == "embed":
         return f"embedded customers with model {result}"
     from seglib.cluster import format_summary

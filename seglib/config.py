@@ -282,19 +282,86 @@ class FeaturesConfig(_Strict):
         return sorted(value)
 
 
+class IdecConfig(_Strict):
+    clusters: int | None = Field(
+        default=None,
+        ge=2,
+        le=1000,
+        description="Cluster centres fine-tuned with the encoder; null = cluster.k.",
+    )
+    epochs: int = Field(default=20, ge=1, description="Clustering epochs after the autoencoder pre-training.")
+    weight: float = Field(default=0.1, gt=0, description="Weight of the KL clustering loss (IDEC's gamma).")
+    tolerance: float = Field(
+        default=0.001, ge=0, lt=1, description="Stop when fewer validation assignments than this change."
+    )
+
+
+class MlflowConfig(_Strict):
+    enabled: bool = False
+    tracking_uri: str | None = Field(
+        default=None,
+        description="null = MLFLOW_TRACKING_URI, else a SQLite store (mlflow.db) beside local models.",
+    )
+    experiment: str = Field(default="seglib", min_length=1)
+
+
 class TrainConfig(_Strict):
     launcher: Literal["horovod", "torch_distributor"] = Field(
         default="horovod", description="horovod.spark.run, or Spark's TorchDistributor (torch.distributed)."
     )
     num_proc: int = Field(default=2, ge=1, description="Training processes (<= free Spark task slots).")
-    epochs: int = Field(default=100, ge=1)
+    model: Literal["autoencoder", "vae", "idec"] = Field(
+        default="autoencoder", description="autoencoder, vae (variational) or idec (joint deep clustering)."
+    )
+    epochs: int = Field(
+        default=100, ge=1, description="At most this many epochs (early stopping may end sooner)."
+    )
     batch_size: int = Field(default=64, ge=1, description="Rows per step on each worker.")
     learning_rate: float = Field(default=1e-3, gt=0, description="Per worker; scaled by num_proc.")
+    warmup_epochs: int = Field(
+        default=3, ge=0, description="Ramp from learning_rate to learning_rate x num_proc over these epochs."
+    )
     hidden_dims: list[int] = Field(default_factory=lambda: [64, 32])
     embedding_dim: int = Field(default=8, ge=1)
+    activation: Literal["gelu", "relu", "tanh", "elu"] = "gelu"
+    batch_norm: bool = False
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    corruption: float = Field(
+        default=0.0, ge=0, lt=1, description="Denoising: share of inputs masked to 0 in each training batch."
+    )
+    vae_beta: float = Field(default=1.0, ge=0, description="Weight of the KL term of the vae model.")
+    idec: IdecConfig = Field(default_factory=IdecConfig)
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=0.5, description="Customers held out for validation loss and early stopping."
+    )
+    validation_max_rows: int = Field(default=100_000, ge=1)
+    patience: int = Field(
+        default=10, ge=1, description="Stop after this many epochs without a better validation loss."
+    )
+    min_delta: float = Field(default=1e-4, ge=0, description="Relative improvement that counts as better.")
+    checkpoint_dir: str | None = Field(
+        default=None,
+        description="Where epoch checkpoints go (local path or URL, e.g. dbfs:/..., hdfs://...); "
+        "null = <model_dir>/autoencoder/checkpoints.",
+    )
+    resume: bool = Field(
+        default=True, description="Resume an interrupted run of the same plan from its checkpoint."
+    )
+    shard_cache_mib: int = Field(
+        default=2048,
+        ge=0,
+        description="Keep a worker's shard in memory after the first pass if it fits; 0 streams.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when a GPU is visible."
+    )
+    mixed_precision: bool = Field(default=True, description="bfloat16 autocast on GPUs that support it.")
     seed: int = 17
     reader_workers: int = Field(default=2, ge=1, description="Petastorm reader threads per training worker.")
+    progress: bool = Field(
+        default=True, description="Print one line per epoch with losses, throughput and ETA."
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
     @field_validator("hidden_dims")
     @classmethod

@@ -1,14 +1,25 @@
-"""The autoencoder. Imported on executors, so it depends on torch alone."""
+"""The representation models. Imported on executors, so it depends on torch alone.
+
+- autoencoder: a symmetric MLP; the bottleneck is the customer embedding (optionally denoising).
+- vae: the encoder gives a mean and a log-variance; the embedding is the mean.
+- idec: an autoencoder plus learnable cluster centres in the embedding space, fine-tuned with the
+  KL self-training loss of Guo et al. (2017) while keeping the reconstruction loss.
+"""
 
 from __future__ import annotations
 
 import io
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
+
+ModelKind = Literal["autoencoder", "vae", "idec"]
+Activation = Literal["gelu", "relu", "tanh", "elu"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
 @dataclass(frozen=True)
@@ -17,35 +28,144 @@ class AutoencoderSpec:
     hidden_dims: tuple[int, ...]
     embedding_dim: int
     dropout: float = 0.0
+    kind: ModelKind = "autoencoder"
+    activation: Activation = "gelu"
+    batch_norm: bool = False
+    clusters: int = 0  # idec only: number of cluster centres
 
 
-def _stack(widths: list[int], dropout: float, final_activation: bool) -> nn.Sequential:
+def _stack(widths: list[int], spec: AutoencoderSpec) -> nn.Sequential:
+    """Linear layers; every layer but the last is followed by [batch norm], activation, [dropout]."""
     layers: list[nn.Module] = []
     for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(width_in, width_out))
-        is_last = index == len(widths) - 2
-        if not is_last or final_activation:
-            layers.append(nn.GELU())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+        if index < len(widths) - 2:
+            if spec.batch_norm:
+                layers.append(nn.BatchNorm1d(width_out))
+            layers.append(ACTIVATIONS[spec.activation]())
+            if spec.dropout > 0:
+                layers.append(nn.Dropout(spec.dropout))
     return nn.Sequential(*layers)
 
 
 class Autoencoder(nn.Module):
-    """A symmetric MLP autoencoder; the bottleneck is the customer embedding."""
+    """One class for the three kinds, so that serialization, embedding and checkpoints are shared."""
 
     def __init__(self, spec: AutoencoderSpec) -> None:
         super().__init__()
         self.spec = spec
         widths = [spec.input_dim, *spec.hidden_dims, spec.embedding_dim]
-        self.encoder = _stack(widths, spec.dropout, final_activation=False)
-        self.decoder = _stack(list(reversed(widths)), spec.dropout, final_activation=False)
+        encoder_widths = [*widths[:-1], 2 * spec.embedding_dim] if spec.kind == "vae" else widths
+        self.encoder = _stack(encoder_widths, spec)
+        self.decoder = _stack(list(reversed(widths)), spec)
+        if spec.kind == "idec":
+            if spec.clusters < 2:
+                raise ValueError("an idec model needs at least 2 clusters")
+            self.cluster_centers = nn.Parameter(torch.zeros(spec.clusters, spec.embedding_dim))
+
+    def _moments(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.encoder(inputs).chunk(2, dim=1)
+        return mean, log_variance.clamp(-10.0, 10.0)
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.encoder(inputs)
+        """The embedding: the bottleneck, or the posterior mean for a VAE."""
+        if self.spec.kind == "vae":
+            return self._moments(inputs)[0]
+        return self.encoder(inputs)  # type: ignore[no-any-return]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(inputs))
+        """Reconstruction from the embedding (deterministic, also for a VAE)."""
+        return self.decoder(self.encode(inputs))  # type: ignore[no-any-return]
+
+    def soft_assignments(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Student's t kernel between embeddings and cluster centres (DEC's q, one degree of freedom)."""
+        squared = torch.cdist(embeddings, self.cluster_centers).pow(2)
+        kernel = 1.0 / (1.0 + squared)
+        return kernel / kernel.sum(dim=1, keepdim=True)
+
+    def training_loss(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, reconstruction MSE of the clean inputs) for one batch."""
+        corrupted = _mask(inputs, corruption) if corruption > 0 else inputs
+        if self.spec.kind == "vae":
+            mean, log_variance = self._moments(corrupted)
+            sample = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+            reconstruction = nn.functional.mse_loss(self.decoder(sample), inputs)
+            # KL to N(0, I) per row, on the same per-feature scale as the MSE.
+            divergence = (
+                -0.5
+                * torch.mean(torch.sum(1 + log_variance - mean.pow(2) - log_variance.exp(), dim=1))
+                / self.spec.input_dim
+            )
+            return reconstruction + vae_beta * divergence, reconstruction
+        embeddings = self.encoder(corrupted)
+        reconstruction = nn.functional.mse_loss(self.decoder(embeddings), inputs)
+        if self.spec.kind == "idec" and cluster_weight > 0:
+            assignments = self.soft_assignments(embeddings)
+            target = target_distribution(assignments).detach()
+            clustering = nn.functional.kl_div(assignments.log(), target, reduction="batchmean")
+            return reconstruction + cluster_weight * clustering, reconstruction
+        if self.spec.kind == "idec":
+            # The centres take no part before the clustering phase; a zero term keeps their gradient
+            # defined so that DDP and Horovod reduce the same parameters in every step.
+            return reconstruction + 0.0 * self.cluster_centers.sum(), reconstruction
+        return reconstruction, reconstruction
+
+
+class TrainingObjective(nn.Module):
+    """The training loss as a module's forward, so that DistributedDataParallel (which synchronises
+    the gradients of what runs through its own forward) wraps the whole objective."""
+
+    def __init__(self, model: Autoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.training_loss(inputs, corruption, vae_beta, cluster_weight)
+
+
+def target_distribution(assignments: torch.Tensor) -> torch.Tensor:
+    """DEC's auxiliary target: squares the assignments and normalises by cluster frequency, which
+    sharpens confident assignments and keeps large clusters from swallowing the others."""
+    weight = assignments.pow(2) / assignments.sum(dim=0).clamp_min(1e-12)
+    return weight / weight.sum(dim=1, keepdim=True)
+
+
+def _mask(inputs: torch.Tensor, rate: float) -> torch.Tensor:
+    """Masking noise: a share of the (standardised) inputs set to 0, their population mean."""
+    keep = torch.rand_like(inputs) >= rate
+    return inputs * keep
+
+
+def kmeans_centers(points: torch.Tensor, clusters: int, seed: int, iterations: int = 50) -> torch.Tensor:
+    """k-means++ seeding and Lloyd iterations: the starting centres of IDEC's clustering phase."""
+    generator = torch.Generator().manual_seed(seed)
+    points = points.float()
+    first = int(torch.randint(len(points), (1,), generator=generator))
+    centers = [points[first]]
+    for _ in range(1, clusters):
+        distances = torch.cdist(points, torch.stack(centers)).pow(2).min(dim=1).values
+        total = float(distances.sum())
+        if total <= 0:
+            chosen = int(torch.randint(len(points), (1,), generator=generator))
+        else:
+            chosen = int(torch.multinomial(distances / total, 1, generator=generator))
+        centers.append(points[chosen])
+    stacked = torch.stack(centers)
+    for _ in range(iterations):
+        nearest = torch.cdist(points, stacked).argmin(dim=1)
+        updated = stacked.clone()
+        for cluster in range(clusters):
+            members = points[nearest == cluster]
+            if len(members):
+                updated[cluster] = members.mean(dim=0)
+        if torch.allclose(updated, stacked):
+            break
+        stacked = updated
+    return stacked
 
 
 def serialize(model: Autoencoder) -> bytes:
@@ -54,11 +174,13 @@ def serialize(model: Autoencoder) -> bytes:
     return buffer.getvalue()
 
 
+def spec_from_dict(fields: dict[str, Any]) -> AutoencoderSpec:
+    return AutoencoderSpec(**{**fields, "hidden_dims": tuple(fields["hidden_dims"])})
+
+
 def deserialize(payload: bytes) -> Autoencoder:
     saved: dict[str, Any] = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    spec_fields = dict(saved["spec"])
-    spec_fields["hidden_dims"] = tuple(spec_fields["hidden_dims"])
-    model = Autoencoder(AutoencoderSpec(**spec_fields))
+    model = Autoencoder(spec_from_dict(dict(saved["spec"])))
     model.load_state_dict(saved["state_dict"])
     model.eval()
     return model

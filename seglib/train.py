@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -10,15 +12,18 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from seglib import fs
+from seglib import fs, store
 from seglib.config import SeglibConfig
 from seglib.errors import TrainingError
-from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE, load_feature_metadata
-from seglib.paths import join_uri, resolve_uri
+from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE, load_feature_metadata, preprocessing_uri
+from seglib.model import AutoencoderSpec
+from seglib.paths import join_uri, local_path, resolve_uri
 from seglib.training import RankResult, TrainingPlan, train_rank, train_rank_torch_distributed
 from seglib.warehouse import Warehouse
 
@@ -35,7 +40,11 @@ class Launcher(Protocol):
 
 
 class HorovodSparkLauncher:
-    """`horovod.spark.run`: one Spark task per rank, Gloo between them."""
+    """`horovod.spark.run`: one Spark task per rank; Gloo between them (NCCL for GPU tensors when
+    Horovod was built with it). Rank output (the per-epoch progress) is relayed to the driver."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
 
     def run(self, fn: Callable[..., ResultT], args: Sequence[Any], num_proc: int) -> list[ResultT]:
         import horovod.spark
@@ -52,14 +61,27 @@ class TorchDistributorLauncher:
     torch.distributed over Gloo), the path Databricks recommends on runtimes without Horovod.
     It returns rank 0's result only."""
 
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
+
     def run(self, fn: Callable[..., ResultT], args: Sequence[Any], num_proc: int) -> list[ResultT]:
         from pyspark.ml.torch.distributor import TorchDistributor
 
-        distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=False)
+        # use_gpu makes Spark schedule a GPU per task, so it follows train.device; auto asks for one
+        # only where the cluster offers GPUs (spark.task.resource.gpu.amount is set).
+        use_gpu = self.device == "cuda" or (self.device == "auto" and _cluster_offers_gpus())
+        distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=use_gpu)
         return [distributor.run(fn, *args)]  # type: ignore[list-item]
 
 
-LAUNCHERS: dict[str, tuple[Callable[[], Launcher], Callable[..., RankResult]]] = {
+def _cluster_offers_gpus() -> bool:
+    from pyspark import SparkContext
+
+    context = SparkContext.getOrCreate()
+    return bool(context.getConf().get("spark.task.resource.gpu.amount", None))
+
+
+LAUNCHERS: dict[str, tuple[Callable[[str], Launcher], Callable[..., RankResult]]] = {
     "horovod": (HorovodSparkLauncher, train_rank),
     "torch_distributor": (TorchDistributorLauncher, train_rank_torch_distributed),
 }
@@ -69,17 +91,30 @@ LAUNCHERS: dict[str, tuple[Callable[[], Launcher], Callable[..., RankResult]]] =
 class TrainedModel:
     version: str
     uri: str
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
     rows: int
+    resumed_from_epoch: int = 0
+
+    def format(self) -> str:
+        last = self.history[-1]
+        validation = [epoch["validation_loss"] for epoch in self.history if "validation_loss" in epoch]
+        parts = [f"trained model {self.version} on {self.rows} customers in {last['epoch']} epochs"]
+        parts.append(f"final training loss {last['loss']:.4f}")
+        if validation:
+            parts.append(f"best validation loss {min(validation):.4f}")
+        if self.resumed_from_epoch:
+            parts.append(f"resumed after epoch {self.resumed_from_epoch}")
+        return ", ".join(parts)
 
 
 def models_root(config: SeglibConfig) -> str:
     return join_uri(resolve_uri(config.storage.model_dir), "autoencoder")
 
 
-def new_model_version(snapshot: dt.date) -> str:
+def new_model_version(snapshot: dt.date, kind: str = "autoencoder") -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-    return f"ae-{snapshot:%Y%m%d}-{stamp}"
+    prefix = {"autoencoder": "ae", "vae": "vae", "idec": "idec"}[kind]
+    return f"{prefix}-{snapshot:%Y%m%d}-{stamp}"
 
 
 def latest_model_version(spark: SparkSession, config: SeglibConfig) -> str:
@@ -93,19 +128,59 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
     settings = config.train
     # Each rank takes this many steps per epoch; together they see about every row once.
     steps = max(1, math.ceil(rows / (settings.batch_size * settings.num_proc)))
+    is_idec = settings.model == "idec"
     return TrainingPlan(
-        input_dim=input_dim,
-        hidden_dims=tuple(settings.hidden_dims),
-        embedding_dim=settings.embedding_dim,
-        dropout=settings.dropout,
+        spec=AutoencoderSpec(
+            input_dim=input_dim,
+            hidden_dims=tuple(settings.hidden_dims),
+            embedding_dim=settings.embedding_dim,
+            dropout=settings.dropout,
+            kind=settings.model,
+            activation=settings.activation,
+            batch_norm=settings.batch_norm,
+            clusters=(settings.idec.clusters or config.cluster.k) if is_idec else 0,
+        ),
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
         seed=settings.seed,
         steps_per_epoch=steps,
         feature_column=FEATURE_VECTOR_COLUMN,
+        warmup_epochs=settings.warmup_epochs,
+        patience=settings.patience,
+        min_delta=settings.min_delta,
+        corruption=settings.corruption,
+        vae_beta=settings.vae_beta,
+        idec_epochs=settings.idec.epochs if is_idec else 0,
+        idec_weight=settings.idec.weight,
+        idec_tolerance=settings.idec.tolerance,
         reader_workers=settings.reader_workers,
+        shard_cache_bytes=settings.shard_cache_mib << 20,
+        device=settings.device,
+        mixed_precision=settings.mixed_precision,
+        progress=settings.progress,
     )
+
+
+def checkpoint_location(config: SeglibConfig, plan: TrainingPlan, fitted_snapshot: str) -> str:
+    """One folder per (snapshot, preprocessing, plan): a rerun of the same training finds it, a
+    different plan never resumes from it."""
+    identity = {k: v for k, v in asdict(plan).items() if k not in {"checkpoint_uri", "progress"}}
+    identity.update(snapshot=config.features.snapshot_date.isoformat(), fitted=fitted_snapshot)
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    root = (
+        resolve_uri(config.train.checkpoint_dir)
+        if config.train.checkpoint_dir
+        else join_uri(models_root(config), "checkpoints")
+    )
+    return join_uri(root, f"{config.features.snapshot_date:%Y%m%d}-{digest}")
+
+
+def latest_checkpoint(location: str) -> tuple[str, bytes] | None:
+    names = [name for name in store.list_names(location) if name.startswith("epoch-")]
+    if not names:
+        return None
+    return names[-1], store.read_bytes(join_uri(location, names[-1]))
 
 
 def raise_rank_failures(results: list[RankResult]) -> None:
@@ -117,74 +192,185 @@ def raise_rank_failures(results: list[RankResult]) -> None:
         raise TrainingError(f"training failed on {len(failed)} of {len(results)} ranks:\n{details}")
 
 
+def split_for_validation(
+    features: DataFrame, config: SeglibConfig, rows: int
+) -> tuple[DataFrame, DataFrame | None]:
+    """Hold out a share of customers, chosen by a hash of the id so the split is the same on a rerun."""
+    settings = config.train
+    fraction = min(settings.validation_fraction, settings.validation_max_rows / max(rows, 1))
+    # Too few held-out rows would leave some workers without a Parquet row group to read.
+    if fraction * rows < 8 * settings.num_proc:
+        return features.select(FEATURE_VECTOR_COLUMN), None
+    bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(settings.seed)), F.lit(100_000))
+    held_out = bucket < F.lit(int(fraction * 100_000))
+    return (
+        features.where(~held_out).select(FEATURE_VECTOR_COLUMN),
+        features.where(held_out).select(FEATURE_VECTOR_COLUMN),
+    )
+
+
 def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
-    """Train the autoencoder on the snapshot's scaled features on Spark executors (Horovod by default),
-    every rank reading its shard through Petastorm."""
+    """Train the representation model on the snapshot's scaled features on Spark executors (Horovod by
+    default), every rank reading its shard through Petastorm; resumes an interrupted run of the same
+    plan from its last epoch checkpoint."""
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     snapshot = config.features.snapshot_date
     metadata = load_feature_metadata(spark, config)
     warehouse = Warehouse.from_config(spark, config)
     features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot).select(
-        FEATURE_VECTOR_COLUMN
+        "customer_id", FEATURE_VECTOR_COLUMN
     )
     rows = features.count()
-    plan = plan_training(config, metadata.dimension, rows)
+    training_rows, validation_rows = split_for_validation(features, config, rows)
+    counted = training_rows.count()
+    plan = plan_training(config, metadata.dimension, counted)
+    location = checkpoint_location(config, plan, metadata.fitted_snapshot)
+    plan = dataclasses.replace(plan, checkpoint_uri=location)
+    resume = latest_checkpoint(location) if config.train.resume else None
+    if resume is None:
+        store.delete(location)
+    else:
+        log.info("resuming from checkpoint %s/%s", location, resume[0])
+        print(f"[seglib train] resuming from checkpoint {resume[0]} in {location}", flush=True)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, resolve_uri(config.storage.cache_dir))
     # Several files per rank so that every shard gets row groups (Petastorm shards by row group).
-    shards = features.repartition(max(config.train.num_proc * 4, 1))
-    converter = make_spark_converter(shards, dtype="float32")
-    version = new_model_version(snapshot)
+    train_converter = make_spark_converter(
+        training_rows.repartition(config.train.num_proc * 4), dtype="float32"
+    )
+    validation_converter = (
+        make_spark_converter(validation_rows.repartition(config.train.num_proc * 2), dtype="float32")
+        if validation_rows is not None
+        else None
+    )
+    version = new_model_version(snapshot, config.train.model)
     log.info(
-        "training %s on %d customers x %d features: %d workers, %d epochs of %d steps, batch %d",
+        "training %s (%s) on %d customers x %d features (%d held out): %d workers, <= %d epochs of %d steps, "
+        "batch %d",
         version,
-        rows,
-        plan.input_dim,
+        config.train.model,
+        counted,
+        plan.spec.input_dim,
+        rows - counted,
         config.train.num_proc,
-        plan.epochs,
+        plan.epochs + plan.idec_epochs,
         plan.steps_per_epoch,
         plan.batch_size,
     )
     started = time.perf_counter()
     try:
         make_launcher, rank_function = LAUNCHERS[config.train.launcher]
-        results = make_launcher().run(rank_function, (plan, converter), config.train.num_proc)
+        results = make_launcher(config.train.device).run(
+            rank_function,
+            (plan, train_converter, validation_converter, resume[1] if resume else None),
+            config.train.num_proc,
+        )
     except Exception as error:  # a rank died hard (killed, out of memory) rather than reporting back
+        killed = " (exit code 137: a worker was killed, by the OS for memory or by the cluster manager)"
         raise TrainingError(
-            f"{config.train.launcher} training job failed before every rank reported back: {error}. "
-            "Look for the first Python traceback in the executor log above."
+            f"{config.train.launcher} training job failed before every rank reported back: {error}"
+            f"{killed if 'Exit code: 137' in str(error) else ''}. "
+            f"Look for the first Python traceback in the executor log above. Checkpoints are kept in {location}; "
+            "running `seg train` again resumes from the last one."
         ) from error
     finally:
-        converter.delete()
+        train_converter.delete()
+        if validation_converter is not None:
+            validation_converter.delete()
     raise_rank_failures(results)
     chief = next(result for result in results if result.rank == 0)
     assert chief.model_payload is not None, "rank 0 returned no model"
     for epoch in chief.history:
-        log.info(
-            "epoch %3d  loss %.5f  %.0f rows/s  %.1fs",
-            epoch["epoch"],
-            epoch["loss"],
-            epoch["rows_per_second"],
-            epoch["seconds"],
-        )
+        log.info("epoch %(epoch)3d %(phase)s loss %(loss).5f %(rows_per_second).0f rows/s", epoch)
     uri = join_uri(models_root(config), version)
     fs.write_bytes(spark, join_uri(uri, "model.pt"), chief.model_payload)
     model_metadata = {
         "version": version,
+        "model": config.train.model,
         "snapshot_date": snapshot.isoformat(),
         "trained_at": dt.datetime.now(dt.UTC).isoformat(),
         "training_seconds": time.perf_counter() - started,
         "rows": rows,
+        "training_rows": counted,
+        "validation_rows": rows - counted,
         "workers": config.train.num_proc,
         "launcher": config.train.launcher,
+        "device": chief.device,
+        "resumed_from_epoch": chief.resumed_from_epoch,
         "plan": asdict(plan),
         "feature_slots": metadata.vector_slots,
-        "preprocessing": {"categories": metadata.categories, "fitted_snapshot": metadata.fitted_snapshot},
+        "preprocessing": {
+            "uri": preprocessing_uri(config),
+            "categories": metadata.categories,
+            "fitted_snapshot": metadata.fitted_snapshot,
+        },
         "history": chief.history,
     }
-    fs.write_text(spark, join_uri(uri, "metadata.json"), json.dumps(model_metadata, indent=2))
+    metadata_text = json.dumps(model_metadata, indent=2)
+    fs.write_text(spark, join_uri(uri, "metadata.json"), metadata_text)
     fs.write_text(spark, join_uri(models_root(config), LATEST_POINTER), version)
-    return TrainedModel(version=version, uri=uri, history=chief.history, rows=rows)
+    store.delete(location)
+    if config.train.mlflow.enabled:
+        track_with_mlflow(config, model_metadata, chief.model_payload, metadata_text)
+    return TrainedModel(
+        version=version,
+        uri=uri,
+        history=chief.history,
+        rows=rows,
+        resumed_from_epoch=chief.resumed_from_epoch,
+    )
+
+
+def mlflow_locations(config: SeglibConfig) -> tuple[str, str | None]:
+    """(tracking URI, artifact root for a new experiment). Without a configured URI: MLFLOW_TRACKING_URI
+    when set (Databricks sets it), else a SQLite store and an artifact folder beside the local models."""
+    settings = config.train.mlflow
+    if settings.tracking_uri:
+        return settings.tracking_uri, None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], None
+    models = resolve_uri(config.storage.model_dir)
+    if not models.startswith("file:"):
+        raise TrainingError(
+            f"train.mlflow.tracking_uri is not set and storage.model_dir ({models}) is not local: set "
+            "train.mlflow.tracking_uri (for example databricks, or http://your-mlflow-server:5000)"
+        )
+    folder = local_path(models)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", join_uri(models, "mlartifacts")
+
+
+def track_with_mlflow(
+    config: SeglibConfig, metadata: dict[str, Any], payload: bytes, metadata_text: str
+) -> str:
+    """One MLflow run per trained model: the plan as parameters, the epoch history as metrics, the model
+    directory as artifacts. Returns the run id."""
+    import tempfile
+
+    import mlflow
+
+    settings = config.train.mlflow
+    tracking_uri, artifact_root = mlflow_locations(config)
+    mlflow.set_tracking_uri(tracking_uri)
+    if artifact_root and mlflow.get_experiment_by_name(settings.experiment) is None:
+        mlflow.create_experiment(settings.experiment, artifact_location=artifact_root)
+    mlflow.set_experiment(settings.experiment)
+    plan = metadata["plan"]
+    parameters = {**{k: v for k, v in plan.items() if k != "spec"}, **plan["spec"]}
+    parameters.update(launcher=metadata["launcher"], workers=metadata["workers"], rows=metadata["rows"])
+    with mlflow.start_run(run_name=metadata["version"]) as run:
+        mlflow.set_tags(
+            {"seglib.model_version": metadata["version"], "seglib.snapshot": metadata["snapshot_date"]}
+        )
+        mlflow.log_params({key: str(value)[:500] for key, value in parameters.items()})
+        for epoch in metadata["history"]:
+            metrics = {key: float(value) for key, value in epoch.items() if key not in {"epoch", "phase"}}
+            mlflow.log_metrics(metrics, step=int(epoch["epoch"]))
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "model.pt").write_bytes(payload)
+            (Path(folder) / "metadata.json").write_text(metadata_text)
+            mlflow.log_artifacts(folder, artifact_path="model")
+        return str(run.info.run_id)
 
 
 def read_model_payload(spark: SparkSession, config: SeglibConfig, version: str) -> bytes:

@@ -1,19 +1,34 @@
-"""Both training launchers on real Spark tasks, and how rank failures reach the driver."""
+"""Distributed training on real Spark tasks: both launchers, equal steps on uneven shards, early
+stopping agreed by every rank, one versus two processes, a killed worker and the resumed run, the
+model variants, MLflow tracking, and how rank failures reach the driver."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import signal
+import threading
+import time
 
+import mlflow
+import numpy as np
+import psutil
 import pytest
+from pyspark.ml.linalg import Vectors
+from pyspark.sql import functions as F
 
+from seglib import store
+from seglib.config import MlflowConfig
 from seglib.embed import embed
 from seglib.errors import TrainingError
 from seglib.features import FEATURES_TABLE, features, load_feature_metadata
 from seglib.generate import generate
+from seglib.model import AutoencoderSpec
 from seglib.paths import resolve_uri
-from seglib.train import HorovodSparkLauncher, plan_training, raise_rank_failures, train
-from seglib.training import train_rank
+from seglib.train import HorovodSparkLauncher, checkpoint_location, plan_training, raise_rank_failures, train
+from seglib.training import TrainingPlan, train_rank
 from tests.conftest import suite_config
 
 pytestmark = pytest.mark.slow
@@ -22,39 +37,214 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def prepared(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
-    config = suite_config(root, "seg_training", "generate.customers=400", "train.epochs=4")
+    config = suite_config(
+        root, "seg_training", "generate.customers=400", "train.epochs=20", "train.warmup_epochs=1"
+    )
     generate(spark, config)
     features(spark, config)
     return config, root
 
 
-def test_torch_distributor_launcher_trains_and_the_model_embeds_everyone(spark, prepared):
+def with_train(config, **settings):
+    return config.model_copy(update={"train": config.train.model_copy(update=settings)})
+
+
+def converter_of(spark, config, frame):
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, resolve_uri(config.storage.cache_dir))
+    return make_spark_converter(frame, dtype="float32")
+
+
+def validation_losses(history):
+    return [epoch["validation_loss"] for epoch in history]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(spark, prepared):
+    config, _ = prepared
+    return train(spark, config)
+
+
+def test_two_processes_follow_the_loss_curve_of_one_process(spark, prepared, two_process_run):
     config, root = prepared
+    single = train(spark, with_train(config, num_proc=1))
+    one, two = validation_losses(single.history), validation_losses(two_process_run.history)
+    assert len(one) == len(two) == config.train.epochs
+    # Both learn and fall together epoch by epoch. Two workers take half the steps at twice the rate,
+    # which Adam does not fully make up for this early: their loss stays within a quarter of one's.
+    assert one[-1] < 0.7 * one[0] and two[-1] < 0.7 * two[0]
+    assert abs(two[-1] / one[-1] - 1) < 0.25
+    assert np.corrcoef(one, two)[0, 1] > 0.95
+    metadata = json.loads(
+        (root / "models" / "autoencoder" / two_process_run.version / "metadata.json").read_text()
+    )
+    assert metadata["workers"] == 2 and metadata["validation_rows"] > 0
+    assert metadata["training_rows"] + metadata["validation_rows"] == 400
+    assert [epoch["epoch"] for epoch in metadata["history"]] == list(range(1, config.train.epochs + 1))
+    # The learning rate warms up from the per-worker rate to rate x workers in the first epoch.
+    rates = [epoch["learning_rate"] for epoch in metadata["history"]]
+    assert rates[0] < 2 * config.train.learning_rate and rates[-1] == pytest.approx(
+        2 * config.train.learning_rate
+    )
+
+
+def test_uneven_shards_take_equal_steps_and_every_rank_stops_at_the_same_epoch(spark, prepared):
+    config, _ = prepared
+    dimension = 6
+    rng = np.random.default_rng(3)
+
+    def part(rows):
+        values = [(Vectors.dense(rng.normal(size=dimension).tolist()),) for _ in range(rows)]
+        return spark.createDataFrame(values, ["features"]).coalesce(1)
+
+    # Three Parquet files of 300, 20 and 20 rows: Petastorm deals the row groups out, so one rank reads
+    # the 300-row file (and maybe a 20-row one) and the other 20 or 40 rows.
+    uneven = part(300).union(part(20)).union(part(20))
+    assert uneven.rdd.getNumPartitions() == 3
+    held_out = part(40).union(part(40))
+    plan = TrainingPlan(
+        spec=AutoencoderSpec(input_dim=dimension, hidden_dims=(8,), embedding_dim=2),
+        epochs=30,
+        batch_size=16,
+        learning_rate=1e-3,
+        seed=5,
+        steps_per_epoch=math.ceil(340 / (16 * 2)),
+        feature_column="features",
+        patience=2,
+        min_delta=0.5,  # nothing improves by half: early stopping after patience + 1 epochs
+        shard_cache_bytes=4096,  # the small shard fits in memory, the large one streams
+        progress=False,
+    )
+    training, validation = converter_of(spark, config, uneven), converter_of(spark, config, held_out)
+    try:
+        results = HorovodSparkLauncher().run(train_rank, (plan, training, validation, None), 2)
+    finally:
+        training.delete()
+        validation.delete()
+    raise_rank_failures(results)
+    by_rank = {result.rank: result for result in results}
+    assert {result.in_memory for result in results} == {True, False}
+    assert [result.shard_rows for result in results if result.in_memory] in ([20], [40])
+    assert [len(result.history) for result in results] == [plan.patience + 1] * 2
+    assert [result.steps for result in results] == [(plan.patience + 1) * plan.steps_per_epoch] * 2
+    assert validation_losses(by_rank[0].history) == validation_losses(by_rank[1].history)
+
+
+def rank_processes():
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "horovod.spark.task.gloo_exec_fn" in " ".join(process.info["cmdline"] or []):
+            with_rank = process.environ().get("HOROVOD_RANK")
+            found.append((with_rank, process))
+    return found
+
+
+def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its_checkpoint(
+    spark, prepared, two_process_run
+):
+    config, _ = prepared
+    # Small batches and no early stopping make the run long enough to be killed half-way.
+    config = with_train(config, batch_size=4, epochs=24, patience=100)
+    plan = plan_training(config, load_feature_metadata(spark, config).dimension, 360)
+    location = checkpoint_location(config, plan, load_feature_metadata(spark, config).fitted_snapshot)
+    killed: list[str] = []
+
+    def kill_rank_one_after_the_third_checkpoint():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            names = [name for name in store.list_names(location) if name.startswith("epoch-")]
+            if names and names[-1] >= "epoch-0003.pt":
+                for rank, process in rank_processes():
+                    if rank == "1":
+                        process.send_signal(signal.SIGKILL)
+                        killed.append(names[-1])
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_rank_one_after_the_third_checkpoint, daemon=True)
+    watcher.start()
+    with pytest.raises(
+        TrainingError, match=r"(?s)failed before every rank reported back.*killed.*resumes from the last one"
+    ):
+        train(spark, config)
+    watcher.join()
+    assert killed, "the watcher never saw a checkpoint to kill after"
+    kept = store.list_names(location)
+    assert kept and all(name.startswith("epoch-") for name in kept)
+    last_epoch = int(kept[-1].removeprefix("epoch-").removesuffix(".pt"))
+    assert 3 <= last_epoch < 24
+
+    resumed = train(spark, config)
+    assert resumed.resumed_from_epoch == last_epoch
+    assert [epoch["epoch"] for epoch in resumed.history] == list(range(1, 25))
+    assert store.list_names(location) == []  # a finished run leaves no checkpoint to resume
+    # Same quality as a run that was never interrupted (more, smaller steps: at least as good).
+    assert min(validation_losses(resumed.history)) <= 1.05 * min(validation_losses(two_process_run.history))
+
+
+def assert_everyone_has_an_embedding(spark, config):
+    embeddings = spark.table(f"{config.storage.database}.customer_embeddings")
+    assert embeddings.count() == 400
+    lengths = embeddings.select(F.size("embedding").alias("width")).distinct().collect()
+    assert [row.width for row in lengths] == [config.train.embedding_dim]
+    values = np.array([row.embedding for row in embeddings.select("embedding").collect()])
+    assert np.isfinite(values).all() and values.std(axis=0).min() > 0
+
+
+def test_idec_pretrains_then_clusters_and_embeds_everyone(spark, prepared):
+    config, _ = prepared
+    config = with_train(config, model="idec")
     config = config.model_copy(
-        update={"train": config.train.model_copy(update={"launcher": "torch_distributor"})}
+        update={
+            "train": config.train.model_copy(
+                update={"idec": config.train.idec.model_copy(update={"epochs": 4, "clusters": 4})}
+            )
+        }
+    )
+    trained = train(spark, config)
+    phases = [epoch["phase"] for epoch in trained.history]
+    assert phases == ["pretrain"] * 20 + ["idec"] * (len(phases) - 20) and len(phases) > 20
+    changes = [epoch["assignment_change"] for epoch in trained.history[20:]]
+    assert changes[0] == 1.0 and all(0 <= change <= 1 for change in changes)
+    assert trained.version.startswith("idec-")
+    assert embed(spark, config) == trained.version
+    assert_everyone_has_an_embedding(spark, config)
+
+
+def test_torch_distributor_launcher_trains_a_vae_tracks_it_in_mlflow_and_embeds(spark, prepared):
+    config, root = prepared
+    config = with_train(config, launcher="torch_distributor", model="vae", epochs=4)
+    config = config.model_copy(
+        update={"train": config.train.model_copy(update={"mlflow": MlflowConfig(enabled=True)})}
     )
     trained = train(spark, config)
     metadata = json.loads((root / "models" / "autoencoder" / trained.version / "metadata.json").read_text())
-    assert metadata["launcher"] == "torch_distributor"
+    assert metadata["launcher"] == "torch_distributor" and metadata["model"] == "vae"
+    assert trained.version.startswith("vae-")
     assert [epoch["epoch"] for epoch in trained.history] == [1, 2, 3, 4]
     assert trained.history[-1]["loss"] < trained.history[0]["loss"]
     assert embed(spark, config) == trained.version
-    embeddings = spark.table(f"{config.storage.database}.customer_embeddings")
-    assert embeddings.count() == spark.table(f"{config.storage.database}.{FEATURES_TABLE}").count()
-    assert {len(row[0]) for row in embeddings.select("embedding").collect()} == {config.train.embedding_dim}
+    assert_everyone_has_an_embedding(spark, config)
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'models' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["seglib"], output_format="list")
+    run = next(run for run in runs if run.data.tags.get("seglib.model_version") == trained.version)
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "validation_loss")
+    assert [metric.value for metric in history] == pytest.approx(validation_losses(trained.history))
+    assert run.data.params["launcher"] == "torch_distributor"
+    artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")}
+    assert artifacts == {"model/model.pt", "model/metadata.json"}
 
 
 def test_an_exception_on_the_ranks_reaches_the_driver_with_their_tracebacks(spark, prepared):
-    from petastorm.spark import SparkDatasetConverter, make_spark_converter
-
     config, _ = prepared
     dimension = load_feature_metadata(spark, config).dimension
-    wrong = dataclasses.replace(plan_training(config, dimension, 400), input_dim=dimension + 1, epochs=1)
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, resolve_uri(config.storage.cache_dir))
+    plan = plan_training(config, dimension, 400)
+    wrong = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, input_dim=dimension + 1), epochs=1)
     table = spark.table(f"{config.storage.database}.{FEATURES_TABLE}").select("features").repartition(4)
-    converter = make_spark_converter(table, dtype="float32")
+    converter = converter_of(spark, config, table)
     try:
-        results = HorovodSparkLauncher().run(train_rank, (wrong, converter), 2)
+        results = HorovodSparkLauncher().run(train_rank, (wrong, converter, None, None), 2)
     finally:
         converter.delete()
     with pytest.raises(TrainingError, match=r"training failed on 2 of 2 ranks") as failure:
@@ -62,3 +252,24 @@ def test_an_exception_on_the_ranks_reaches_the_driver_with_their_tracebacks(spar
     message = str(failure.value)
     assert "--- rank 0 of 2 ---" in message and "--- rank 1 of 2 ---" in message
     assert "mat1 and mat2 shapes cannot be multiplied" in message
+
+
+def test_a_non_finite_loss_stops_training_and_names_the_likely_cause(spark, prepared, monkeypatch):
+    from seglib.training import train_rank_torch_distributed
+
+    config, _ = prepared
+    dimension = load_feature_metadata(spark, config).dimension
+    exploding = dataclasses.replace(plan_training(config, dimension, 400), learning_rate=1e30, epochs=3)
+    # A world of one, in this process: the same torch.distributed path TorchDistributor starts.
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29_500 + os.getpid() % 1000))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    table = spark.table(f"{config.storage.database}.{FEATURES_TABLE}").select("features").repartition(2)
+    converter = converter_of(spark, config, table)
+    try:
+        result = train_rank_torch_distributed(exploding, converter, None, None)
+    finally:
+        converter.delete()
+    assert result.error is not None and "FloatingPointError: training loss became" in result.error
+    assert "lower train.learning_rate, now 1e+30" in result.error
