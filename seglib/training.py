@@ -98,7 +98,7 @@ class HorovodCollectives:
         self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
 
     def check_device(self, device: Any) -> None:
-        if device.type == "cuda" and self.size > 1 and not self._hvd.cuda_built():
+        if device.type == "cuda" and not self._hvd.cuda_built():
             raise RuntimeError(
                 "this Horovod build has no CUDA support, so it cannot reduce GPU gradients: rebuild it with "
                 "HOROVOD_GPU_OPERATIONS=NCCL (see deploy/README.md) or set train.device=cpu"
@@ -221,7 +221,7 @@ class InMemoryBatches:
     """Batches drawn from a shard held in memory: a fresh permutation per epoch, wrapping around so
     that a small shard still yields `steps_per_epoch` batches."""
 
-    def __init__(self, rows: Any, plan: TrainingPlan, rank: int) -> None:
+    def __init__(self, rows: Any, plan: TrainingPlan, rank: int, device: Any) -> None:
         import torch
 
         if len(rows) == 0:
@@ -229,6 +229,10 @@ class InMemoryBatches:
                 f"training shard {rank} is empty: the features have fewer Parquet row groups than workers; "
                 "lower train.num_proc"
             )
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if rows.element_size() * rows.nelement() < free // 2:  # no host-to-device copy per step
+                rows = rows.to(device)
         self._rows, self._plan = rows, plan
         self._generator = torch.Generator().manual_seed(plan.seed * 1_000 + rank)
 
@@ -239,7 +243,7 @@ class InMemoryBatches:
         count = len(self._rows)
         order = torch.cat(
             [torch.randperm(count, generator=self._generator) for _ in range(math.ceil(needed / count))]
-        )
+        ).to(self._rows.device)
         for step in range(self._plan.steps_per_epoch):
             yield self._rows[order[step * self._plan.batch_size : (step + 1) * self._plan.batch_size]]
 
@@ -347,7 +351,7 @@ class _Run:
         self.stack = contextlib.ExitStack()
         self.batches: InMemoryBatches | StreamingBatches
         if self.shard is not None:
-            self.batches = InMemoryBatches(self.shard, plan, group.rank)
+            self.batches = InMemoryBatches(self.shard, plan, group.rank, self.device)
         else:
             self.batches = StreamingBatches(train_data, plan, group.rank, group.size, self.stack)
         self.validation = None

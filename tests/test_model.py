@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from seglib.embed import encode_batches
-from seglib.model import Autoencoder, AutoencoderSpec, deserialize, serialize
+from seglib.model import (
+    Autoencoder,
+    AutoencoderSpec,
+    deserialize,
+    kmeans_centers,
+    serialize,
+    target_distribution,
+)
+from seglib.training import is_improvement
 
 
 def test_autoencoder_shapes_follow_the_spec():
@@ -37,3 +46,86 @@ def test_encode_batches_embeds_each_arrow_batch_like_the_model():
     with torch.no_grad():
         expected = model.encode(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(embedded, expected, rtol=1e-6)
+
+
+def test_layers_follow_activation_batch_norm_and_dropout_settings():
+    spec = AutoencoderSpec(
+        input_dim=6, hidden_dims=(5, 4), embedding_dim=2, dropout=0.2, activation="tanh", batch_norm=True
+    )
+    encoder_kinds = [type(layer).__name__ for layer in Autoencoder(spec).encoder]
+    assert encoder_kinds == [
+        "Linear",
+        "BatchNorm1d",
+        "Tanh",
+        "Dropout",
+        "Linear",
+        "BatchNorm1d",
+        "Tanh",
+        "Dropout",
+        "Linear",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["vae", "idec"])
+def test_variants_round_trip_and_embed_deterministically(kind):
+    torch.manual_seed(2)
+    spec = AutoencoderSpec(
+        input_dim=6, hidden_dims=(5,), embedding_dim=3, kind=kind, clusters=3 if kind == "idec" else 0
+    )
+    model = Autoencoder(spec).eval()
+    inputs = torch.randn(9, 6)
+    restored = deserialize(serialize(model))
+    assert restored.spec == spec
+    assert model.encode(inputs).shape == (9, 3)
+    assert torch.equal(restored.encode(inputs), model.encode(inputs))
+    assert torch.equal(
+        model.encode(inputs), model.encode(inputs)
+    )  # the VAE embeds with its mean, not a sample
+
+
+def test_vae_loss_adds_the_kl_term_and_a_denoising_loss_differs_from_the_clean_one():
+    torch.manual_seed(3)
+    inputs = torch.randn(64, 6)
+    vae = Autoencoder(AutoencoderSpec(input_dim=6, hidden_dims=(5,), embedding_dim=2, kind="vae"))
+    loss, reconstruction = vae.training_loss(inputs, corruption=0.0, vae_beta=1.0, cluster_weight=0.0)
+    assert loss.item() > reconstruction.item() > 0
+    plain = Autoencoder(AutoencoderSpec(input_dim=6, hidden_dims=(5,), embedding_dim=2))
+    clean, _ = plain.training_loss(inputs, corruption=0.0, vae_beta=0.0, cluster_weight=0.0)
+    noisy, _ = plain.training_loss(inputs, corruption=0.5, vae_beta=0.0, cluster_weight=0.0)
+    assert clean.item() == pytest.approx(torch.nn.functional.mse_loss(plain(inputs), inputs).item())
+    assert noisy.item() != pytest.approx(clean.item())
+
+
+def test_idec_assignments_target_and_clustering_loss():
+    model = Autoencoder(
+        AutoencoderSpec(input_dim=2, hidden_dims=(), embedding_dim=2, kind="idec", clusters=2)
+    )
+    with torch.no_grad():
+        model.cluster_centers.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+    embeddings = torch.tensor([[0.0, 0.0], [4.0, 0.0], [2.0, 0.0]])
+    assignments = model.soft_assignments(embeddings)
+    # Student's t kernel: 1 / (1 + d^2), normalised per row.
+    assert assignments[0].tolist() == pytest.approx([1 / (1 + 0) / (1 + 1 / 17), (1 / 17) / (1 + 1 / 17)])
+    assert assignments[2].tolist() == pytest.approx([0.5, 0.5])
+    target = target_distribution(assignments)
+    assert torch.allclose(target.sum(dim=1), torch.ones(3))
+    assert float(target[0, 0]) > float(assignments[0, 0])  # confident rows get sharper
+    inputs = torch.randn(16, 2)
+    with_clusters, reconstruction = model.training_loss(inputs, 0.0, 0.0, cluster_weight=0.5)
+    without, _ = model.training_loss(inputs, 0.0, 0.0, cluster_weight=0.0)
+    assert with_clusters.item() > reconstruction.item() == pytest.approx(without.item())
+
+
+def test_kmeans_centers_find_planted_groups():
+    generator = torch.Generator().manual_seed(0)
+    planted = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = torch.cat([center + 0.3 * torch.randn(50, 2, generator=generator) for center in planted])
+    found = kmeans_centers(points, 3, seed=4)
+    nearest = torch.cdist(planted, found).min(dim=1).values
+    assert float(nearest.max()) < 0.3
+
+
+def test_early_stopping_counts_only_relative_improvements():
+    assert is_improvement(1.0, float("inf"), 0.01)
+    assert not is_improvement(float("nan"), float("inf"), 0.01)
+    assert is_improvement(0.98, 1.0, 0.01) and not is_improvement(0.995, 1.0, 0.01)

@@ -1,0 +1,127 @@
+"""Segment quality against the planted personas: do the deep models earn their place?
+
+    .venv/bin/python bench/quality.py [--customers 3000] [--seeds 3] [--set key=value ...]
+
+For each seed, generates customers with planted personas (generate.seed), builds the features, then
+clusters them four ways with the same Spark MLlib KMeans (k = the number of personas):
+  raw   KMeans on the scaled features
+  pca   PCA to train.embedding_dim components, then KMeans
+  ae    the autoencoder's embeddings, then KMeans
+  idec  the IDEC embeddings (autoencoder fine-tuned with the clustering loss), then KMeans
+and scores each with the adjusted Rand index and normalized mutual information. Prints one table
+and the means. Last line: RESULT with the mean ARIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from pyspark.ml.feature import PCA
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from seglib.cli import configure_logging
+from seglib.cluster import fit_kmeans
+from seglib.config import SeglibConfig, load_config
+from seglib.embed import embed
+from seglib.features import features
+from seglib.generate import TRUTH_TABLE, generate
+from seglib.session import open_session
+from seglib.train import train
+
+METHODS = ("raw", "pca", "ae", "idec")
+
+
+def scores(clustered: DataFrame, truth: DataFrame) -> tuple[float, float]:
+    rows = clustered.join(truth, "customer_id").select("_cluster", "persona").collect()
+    personas, clusters = [row.persona for row in rows], [row._cluster for row in rows]
+    return adjusted_rand_score(personas, clusters), normalized_mutual_info_score(personas, clusters)
+
+
+def kmeans_labels(vectors: DataFrame, column: str, config: SeglibConfig) -> DataFrame:
+    return fit_kmeans(vectors, column, config.cluster).transform(vectors).select("customer_id", "_cluster")
+
+
+def embeddings_of(spark, config: SeglibConfig, model: str) -> DataFrame:  # type: ignore[no-untyped-def]
+    settings = config.model_copy(update={"train": config.train.model_copy(update={"model": model})})
+    train(spark, settings)
+    embed(spark, settings)
+    table = spark.table(f"{config.storage.database}.customer_embeddings")
+    return table.select("customer_id", array_to_vector("embedding").alias("vector"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    configure_logging(verbose=False)
+    root = Path(tempfile.mkdtemp(prefix="seg-bench-quality-"))
+    spark = None
+    results: dict[str, list[tuple[float, float]]] = {method: [] for method in METHODS}
+    for seed in range(1, args.seeds + 1):
+        folder = root / f"seed-{seed}"
+        config = load_config(
+            None,
+            [
+                "spark.log_level=ERROR",
+                "train.progress=false",
+                f"storage.warehouse_dir={folder / 'warehouse'}",
+                f"storage.model_dir={folder / 'models'}",
+                f"storage.cache_dir={folder / 'cache'}",
+                f"storage.database=quality_{seed}",
+                f"input.database=quality_{seed}_raw",
+                f"generate.customers={args.customers}",
+                f"generate.seed={seed}",
+                f"train.seed={seed}",
+                *args.overrides,
+            ],
+        )
+        spark = spark or open_session(config)
+        generate(spark, config)
+        features(spark, config)
+        truth = spark.table(f"{config.input.database}.{TRUTH_TABLE}").select(
+            F.col("customer_id").cast("string").alias("customer_id"), "persona"
+        )
+        personas = truth.select("persona").distinct().count()
+        config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"k": personas})})
+        scaled = spark.table(f"{config.storage.database}.customer_features").select(
+            "customer_id", array_to_vector("features").alias("vector")
+        )
+        pca = PCA(k=config.train.embedding_dim, inputCol="vector", outputCol="projected").fit(scaled)
+        labelled = {
+            "raw": kmeans_labels(scaled, "vector", config),
+            "pca": kmeans_labels(pca.transform(scaled), "projected", config),
+            "ae": kmeans_labels(embeddings_of(spark, config, "autoencoder"), "vector", config),
+            "idec": kmeans_labels(embeddings_of(spark, config, "idec"), "vector", config),
+        }
+        for method, clustered in labelled.items():
+            results[method].append(scores(clustered, truth))
+            ari, nmi = results[method][-1]
+            print(f"seed {seed} {method:>5}: ARI {ari:.3f}  NMI {nmi:.3f}", flush=True)
+    print(f"\n{args.customers} customers per seed, {args.seeds} seeds, k = number of planted personas")
+    print(
+        f"{'method':>6} | "
+        + " | ".join(f"seed {seed} ARI / NMI" for seed in range(1, args.seeds + 1))
+        + " | mean ARI | mean NMI"
+    )
+    means: dict[str, float] = {}
+    for method in METHODS:
+        cells = " | ".join(f"   {ari:.3f} / {nmi:.3f}   " for ari, nmi in results[method])
+        means[method] = statistics.mean(ari for ari, _ in results[method])
+        mean_nmi = statistics.mean(nmi for _, nmi in results[method])
+        print(f"{method:>6} | {cells} |   {means[method]:.3f}  |   {mean_nmi:.3f}")
+    print(
+        f"RESULT ari_raw={means['raw']:.3f} ari_pca={means['pca']:.3f} ari_ae={means['ae']:.3f} "
+        f"ari_idec={means['idec']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
