@@ -562,68 +562,6 @@ def _embed(model: Any, rows: Any) -> Any:
         return torch.cat([model.encode(part) for part in rows.split(LOAD_BATCH_ROWS)]) if len(rows) else rows
 
 
-def _validate(
-    model: Any,
-    validation: Any,
-    plan: TrainingPlan,
-    group: Collectives,
-    state: TrainingState,
-    record: dict[str, Any],
-) -> None:
-    """Reconstruction error of the held-out customers, summed over the ranks so that every rank sees
-    the same number and takes the same early-stopping decision."""
-    import torch
-
-    model.eval()
-    squared_error = 0.0
-    assignments = None
-    with torch.no_grad():
-        for part in validation.split(LOAD_BATCH_ROWS):
-            embeddings = model.encode(part)
-            squared_error += float(((model.decoder(embeddings) - part) ** 2).mean(dim=1).sum())
-            if state.phase == "idec":
-                batch_assignments = model.soft_assignments(embeddings).argmax(dim=1)
-                assignments = (
-                    batch_assignments if assignments is None else torch.cat([assignments, batch_assignments])
-                )
-    epoch = record["epoch"]
-    rows = group.all_reduce_sum(float(len(validation)), f"val_rows.{epoch}")
-    record["validation_loss"] = group.all_reduce_sum(squared_error, f"val_loss.{epoch}") / max(rows, 1.0)
-    if state.phase == "idec" and assignments is not None:
-        changed = 0.0
-        if state.previous_assignments is not None:
-            changed = float((assignments != state.previous_assignments).sum())
-        else:
-            changed = float(len(assignments))
-        state.previous_assignments = assignments
-        record["assignment_change"] = group.all_reduce_sum(changed, f"changed.{epoch}") / max(rows, 1.0)
-
-
-def _should_stop(record: dict[str, Any], state: TrainingState, plan: TrainingPlan, model: Any) -> bool:
-    """Early stopping. Everything it reads was reduced across ranks, so every rank agrees."""
-    if state.phase == "idec":
-        return bool(record.get("assignment_change", 1.0) < plan.idec_tolerance)
-    if "validation_loss" not in record:
-        return False
-    if is_improvement(record["validation_loss"], state.best_loss, plan.min_delta):
-        state.best_loss = record["validation_loss"]
-        state.best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-        state.stale_epochs = 0
-        return False
-    state.stale_epochs += 1
-    return state.stale_epochs >= plan.patience
-
-
-def _end_pretraining(model: Any, state: TrainingState, plan: TrainingPlan) -> None:
-    """Go back to the weights of the best validation epoch, then on to clustering for idec."""
-    if state.phase != "pretrain":
-        return
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
-    state.best_state = None
-    state.phase = "idec" if plan.spec.kind == "idec" else "done"
-
-
 def _print_progress(record: dict[str, Any], history: list[dict[str, Any]], total_epochs: int) -> None:
     mean_seconds = sum(entry["seconds"] for entry in history) / len(history)
     remaining = max(0, total_epochs - record["epoch"]) * mean_seconds

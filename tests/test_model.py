@@ -109,7 +109,7 @@ def test_idec_assignments_target_and_clustering_loss():
     assert assignments[2].tolist() == pytest.approx([0.5, 0.5])
     target = target_distribution(assignments)
     assert torch.allclose(target.sum(dim=1), torch.ones(3))
-    assert float(target[0, 0]) > float(assignments[0, 0])  # confident rows get sharper
+    assert target[0, 0].item() > assignments[0, 0].item()  # confident rows get sharper
     inputs = torch.randn(16, 2)
     with_clusters, reconstruction = model.training_loss(inputs, 0.0, 0.0, cluster_weight=0.5)
     without, _ = model.training_loss(inputs, 0.0, 0.0, cluster_weight=0.0)
