@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from seglib.cli import configure_logging
-from seglib.cluster import fit_kmeans
+from seglib.clustering import fit_clusters
 from seglib.config import load_config
 from seglib.generate import TRUTH_TABLE
 from seglib.pipeline import run_pipeline
@@ -61,7 +61,11 @@ def main() -> None:
     features = spark.table(f"{database}.customer_features").select(
         "customer_id", array_to_vector(F.col("features")).alias("vector")
     )
-    baseline = fit_kmeans(features, "vector", config.cluster).transform(features).join(truth, "customer_id")
+    baseline = (
+        fit_clusters(features, "vector", config.cluster, report.clustering.k)
+        .transform(features)
+        .join(truth, "customer_id")
+    )
     base_rows = baseline.select("_cluster", "persona").collect()
     baseline_ari = adjusted_rand_score([r["persona"] for r in base_rows], [r["_cluster"] for r in base_rows])
 

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from seglib.cli import configure_logging
-from seglib.cluster import fit_kmeans
+from seglib.clustering import fit_clusters
 from seglib.config import SeglibConfig, load_config
 from seglib.embed import embed
 from seglib.features import features
@@ -44,7 +44,11 @@ def scores(clustered: DataFrame, truth: DataFrame) -> tuple[float, float]:
 
 
 def kmeans_labels(vectors: DataFrame, column: str, config: SeglibConfig) -> DataFrame:
-    return fit_kmeans(vectors, column, config.cluster).transform(vectors).select("customer_id", "_cluster")
+    return (
+        fit_clusters(vectors, column, config.cluster, int(config.cluster.k))
+        .transform(vectors)
+        .select("customer_id", "_cluster")
+    )
 
 
 def embeddings_of(spark, config: SeglibConfig, model: str) -> DataFrame:  # type: ignore[no-untyped-def]

@@ -87,8 +87,24 @@ ensure_horovod() {
   "$venv/bin/python" -c 'import horovod.torch' || die "Horovod installed but horovod.torch does not import"
 }
 
+# The report test renders the HTML report in headless Chromium (Debian's package).
+ensure_chromium() {
+  if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+    return
+  fi
+  local apt=(apt-get)
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || die "Chromium is needed by the tests; install it (apt-get install chromium) or run as root"
+    apt=(sudo apt-get)
+  fi
+  say "installing Chromium (headless report rendering in the tests)"
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq chromium >/dev/null
+}
+
 check_prerequisites
 ensure_venv
 install_requirements
 ensure_horovod
+[[ "${1:-}" == "--dev" ]] && ensure_chromium
 say "ready: $venv"

@@ -14,14 +14,17 @@ from seglib.errors import SeglibError
 
 log = logging.getLogger("seglib")
 
-COMMANDS: tuple[str, ...] = (*PIPELINE_ORDER, "run")
+COMMANDS: tuple[str, ...] = (*PIPELINE_ORDER, "run", "score")
 DESCRIPTIONS = {
     "generate": "write a synthetic e-commerce data set with planted personas (raw tables)",
     "features": "compute point-in-time customer features and scale them (customer_features)",
     "train": "train the autoencoder with Horovod on Spark, reading through Petastorm",
     "embed": "embed every customer with the trained encoder (customer_embeddings)",
-    "cluster": "KMeans on the embeddings (customer_segments, segment_profiles)",
+    "cluster": "segments from the embeddings: k, stable ids, names, profiles, tree rules (customer_segments, "
+    "segment_profiles, segment_catalog, ...)",
+    "report": "write the self-contained HTML report of the snapshot's segments (and PNG charts)",
     "run": "all stages in order, then print the segments",
+    "score": "segment a new snapshot with the saved model and segmentation, upsert customer_segments, record drift",
     "sql": "run a SQL query against the seglib tables and print the result",
 }
 
@@ -105,7 +108,12 @@ def execute(
 
         print(describe_features(spark, config))
         return None
-    result = STAGES[command](spark, config)  # type: ignore[index]
+    if command == "score":
+        from seglib.score import score
+
+        result = score(spark, config)
+    else:
+        result = STAGES[command](spark, config)  # type: ignore[index]
     print(describe_result(command, result))
     return result
 
@@ -117,15 +125,9 @@ def describe_result(command: str, result: Any) -> str:
             f"generated {result.customers} customers, {result.transactions} transactions, "
             f"{result.events} events"
         )
-    if command == "features":
-        return str(result.format())
-    if command == "train":
-        return str(result.format())
     if command == "embed":
         return f"embedded customers with model {result}"
-    from seglib.cluster import format_summary
-
-    return format_summary(result)
+    return str(result.format())
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:

@@ -1,20 +1,60 @@
-"""Spark MLlib KMeans on the embeddings; customer_segments and segment_profiles tables."""
+"""The cluster stage: segments with stable ids, names, profiles, explanations, and the saved state
+that `seg score` applies to later snapshots.
+
+Tables (one snapshot replaced per run, every row with snapshot_date and model_version):
+  customer_segments    per customer: segment id and name, distances, second-nearest segment, margin,
+                       reconstruction error and the novelty flag
+  segment_profiles     per segment and feature: unscaled mean/median, lift, standardized difference,
+                       significance, rank
+  segment_catalog      per segment: name, description, action, top features, tree rules, identity
+  segment_k_selection  the candidates of `cluster.k: auto` and which one was chosen
+  segment_migration    customers moving between the previous snapshot's segments and this one's
+  segmentation_runs    one row per run: k, reason, fidelity, agreement with the previous snapshot
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from pyspark.ml.clustering import KMeans, KMeansModel
+from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from seglib.config import ClusterConfig, SeglibConfig
-from seglib.embed import EMBEDDING_COLUMN, EMBEDDINGS_TABLE
+from seglib import fs
+from seglib.clustering import (
+    PREDICTION,
+    ClusteringModel,
+    Selection,
+    adjusted_rand_index,
+    assignment_columns,
+    centers_of,
+    contingency,
+    fit_clusters,
+    load_model,
+    novelty_threshold,
+    select_k,
+)
+from seglib.config import SeglibConfig
+from seglib.drift import bin_shares, decile_edges
+from seglib.embed import EMBEDDING_COLUMN, EMBEDDINGS_TABLE, ERROR_COLUMN
 from seglib.errors import InputDataError
 from seglib.features import FEATURES_TABLE, load_feature_metadata
+from seglib.identity import Matching, cosine_matrix, jaccard_matrix, match_segments, migration
 from seglib.paths import join_uri
+from seglib.profiles import (
+    SegmentName,
+    SegmentProfile,
+    collect_profiles,
+    load_naming_rules,
+    name_segments,
+    segment_profiles,
+    surrogate_tree,
+)
 from seglib.train import models_root
 from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
 
@@ -22,169 +62,500 @@ log = logging.getLogger(__name__)
 
 SEGMENTS_TABLE = "customer_segments"
 PROFILES_TABLE = "segment_profiles"
-
-
-def euclidean_distance(left: Column, right: Column) -> Column:
-    """Distance between two equal-length numeric arrays, as a Column (no Python UDF)."""
-    squares = F.zip_with(left, right, lambda a, b: (a - b) * (a - b))
-    return F.sqrt(F.aggregate(squares, F.lit(0.0).cast("double"), lambda total, x: total + x))
-
-
-def relabel_by_size(assigned: DataFrame, prediction: str) -> dict[int, int]:
-    """Map KMeans' arbitrary cluster ids to ids ordered by size (0 = largest), ties by id."""
-    sizes = assigned.groupBy(prediction).count().collect()  # k rows
-    ordered = sorted(sizes, key=lambda row: (-row["count"], row[prediction]))
-    return {row[prediction]: new_id for new_id, row in enumerate(ordered)}
-
-
-def segment_profiles(features: DataFrame, segments: DataFrame, feature_names: list[str]) -> DataFrame:
-    """Per segment and feature: size, share, segment mean, population mean and lift (a long table)."""
-    members = segments.select("customer_id", "segment_id").join(
-        features.select("customer_id", *feature_names), "customer_id"
-    )
-    values = members.unpivot(
-        ["customer_id", "segment_id"], list[str | Column](feature_names), "feature", "value"
-    )
-    segment_means = values.groupBy("segment_id", "feature").agg(F.avg("value").alias("segment_mean"))
-    population_means = values.groupBy("feature").agg(F.avg("value").alias("population_mean"))
-    sizes = (
-        members.groupBy("segment_id")
-        .agg(F.count(F.lit(1)).alias("segment_size"))
-        .crossJoin(members.agg(F.count(F.lit(1)).alias("_population")))
-        .withColumn("segment_share", F.col("segment_size") / F.col("_population"))
-    )
-    return (
-        segment_means.join(population_means, "feature")
-        .join(sizes, "segment_id")
-        .select(
-            F.col("segment_id").cast("int"),
-            F.col("segment_size").cast("long"),
-            "segment_share",
-            "feature",
-            "segment_mean",
-            "population_mean",
-            F.when(F.col("population_mean") != 0, F.col("segment_mean") / F.col("population_mean")).alias(
-                "lift"
-            ),
-        )
-    )
-
-
-def fit_kmeans(vectors: DataFrame, features_column: str, settings: ClusterConfig) -> KMeansModel:
-    """Best of several seeded fits: one k-means|| start can settle in a poor local minimum."""
-    best: KMeansModel | None = None
-    for restart in range(settings.restarts):
-        model = KMeans(
-            k=settings.k,
-            seed=settings.seed + restart,
-            maxIter=settings.max_iter,
-            featuresCol=features_column,
-            predictionCol="_cluster",
-        ).fit(vectors)
-        cost = model.summary.trainingCost
-        log.info("kmeans restart %d: cost %.4f", restart + 1, cost)
-        if best is None or cost < best.summary.trainingCost:
-            best = model
-    assert best is not None
-    return best
+CATALOG_TABLE = "segment_catalog"
+SELECTION_TABLE = "segment_k_selection"
+MIGRATION_TABLE = "segment_migration"
+RUNS_TABLE = "segmentation_runs"
+NOVEL_SEGMENT_ID = -1
+NOVEL_SEGMENT_NAME = "Novel customers"
 
 
 @dataclass(frozen=True)
-class SegmentSummary:
-    segment_id: int
-    size: int
-    share: float
-    highest: list[tuple[str, float]]  # features most above the population mean (lift > 1)
-    lowest: list[tuple[str, float]]  # features most below it (lift < 1)
+class SegmentationState:
+    """What scoring needs besides the encoder: saved beside the model as segmentation-<snapshot>/."""
 
+    snapshot: dt.date
+    model_version: str
+    algorithm: str
+    segment_of: dict[int, int]  # the clustering model's index -> segment id
+    centers: dict[int, list[float]]  # by model index
+    names: dict[int, str]  # by segment id
+    novelty_threshold: float
+    segment_shares: dict[int, float]  # by segment id, novel customers under NOVEL_SEGMENT_ID
+    feature_edges: dict[str, list[float]]
+    feature_shares: dict[str, dict[int, float]]
 
-def summarize(profiles: DataFrame, top: int = 3) -> list[SegmentSummary]:
-    """What sets each segment apart: the largest and smallest lifts (profiles are k x features rows)."""
-    by_segment: dict[int, list[Row]] = {}
-    for row in profiles.collect():
-        by_segment.setdefault(row["segment_id"], []).append(row)
-    summaries = []
-    for segment_id, rows in sorted(by_segment.items()):
-        lifts = sorted(
-            ((row["feature"], row["lift"]) for row in rows if row["lift"] is not None), key=lambda x: x[1]
+    def to_json(self) -> str:
+        data = asdict(self) | {"snapshot": self.snapshot.isoformat()}
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SegmentationState:
+        data = json.loads(text)
+
+        def ints(mapping: dict[str, Any]) -> dict[int, Any]:
+            return {int(key): value for key, value in mapping.items()}
+
+        return cls(
+            snapshot=dt.date.fromisoformat(data["snapshot"]),
+            model_version=data["model_version"],
+            algorithm=data["algorithm"],
+            segment_of=ints(data["segment_of"]),
+            centers=ints(data["centers"]),
+            names=ints(data["names"]),
+            novelty_threshold=float(data["novelty_threshold"]),
+            segment_shares=ints(data["segment_shares"]),
+            feature_edges=data["feature_edges"],
+            feature_shares={name: ints(shares) for name, shares in data["feature_shares"].items()},
         )
-        summaries.append(
-            SegmentSummary(
-                segment_id=segment_id,
-                size=rows[0]["segment_size"],
-                share=rows[0]["segment_share"],
-                highest=[item for item in reversed(lifts[-top:]) if item[1] > 1],
-                lowest=[item for item in lifts[:top] if item[1] < 1],
-            )
+
+
+def segmentation_uri(config: SeglibConfig, version: str, snapshot: dt.date) -> str:
+    return join_uri(models_root(config), version, f"segmentation-{snapshot:%Y%m%d}")
+
+
+def save_state(
+    spark: SparkSession, config: SeglibConfig, state: SegmentationState, model: ClusteringModel
+) -> None:
+    folder = segmentation_uri(config, state.model_version, state.snapshot)
+    model.write().overwrite().save(join_uri(folder, "model"))
+    fs.write_text(spark, join_uri(folder, "segmentation.json"), state.to_json())
+
+
+def load_state(
+    spark: SparkSession, config: SeglibConfig, version: str, snapshot: dt.date
+) -> tuple[SegmentationState, ClusteringModel]:
+    folder = segmentation_uri(config, version, snapshot)
+    uri = join_uri(folder, "segmentation.json")
+    if not fs.exists(spark, uri):
+        raise InputDataError(
+            f"no saved segmentation at {folder}; run `seg cluster` for snapshot {snapshot} with model {version}"
         )
-    return summaries
+    state = SegmentationState.from_json(fs.read_text(spark, uri))
+    return state, load_model(state.algorithm, join_uri(folder, "model"))
 
 
-def format_summary(summaries: list[SegmentSummary]) -> str:
-    def lifts(items: list[tuple[str, float]]) -> str:
-        return ", ".join(f"{name} x{lift:.2f}" for name, lift in items) or "-"
-
-    lines = [
-        f"{'segment':>7}  {'customers':>9}  {'share':>6}  above average | below average (lift vs. all customers)"
-    ]
-    for summary in summaries:
-        lines.append(
-            f"{summary.segment_id:>7}  {summary.size:>9}  {summary.share:>6.1%}  "
-            f"{lifts(summary.highest)} | {lifts(summary.lowest)}"
+def assign(embeddings: DataFrame, model: ClusteringModel, state: SegmentationState) -> DataFrame:
+    """Customers of `embeddings` (customer_id, embedding, reconstruction_error, the vector column) with
+    their segments; novel customers get segment NOVEL_SEGMENT_ID and keep the model's choice beside it."""
+    columns = assignment_columns(F.col(EMBEDDING_COLUMN), F.col(PREDICTION), state.centers, state.segment_of)
+    novel = F.col(ERROR_COLUMN) > F.lit(state.novelty_threshold)
+    names = F.create_map(*[F.lit(value) for pair in state.names.items() for value in pair])
+    return (
+        model.transform(embeddings)
+        .select(
+            "customer_id",
+            *[column.alias(name) for name, column in columns.items()],
+            ERROR_COLUMN,
+            novel.alias("is_novel"),
         )
-    return "\n".join(lines)
+        .select(
+            "customer_id",
+            F.when(F.col("is_novel"), F.lit(NOVEL_SEGMENT_ID))
+            .otherwise(F.col("model_segment_id"))
+            .alias("segment_id"),
+            F.when(F.col("is_novel"), F.lit(NOVEL_SEGMENT_NAME))
+            .otherwise(names[F.col("model_segment_id")])
+            .alias("segment_name"),
+            "model_segment_id",
+            "distance_to_centroid",
+            "second_segment_id",
+            "second_distance",
+            "confidence_margin",
+            ERROR_COLUMN,
+            "is_novel",
+        )
+    )
 
 
-def cluster(spark: SparkSession, config: SeglibConfig) -> list[SegmentSummary]:
-    """Fit KMeans on the snapshot's embeddings and write segments and their profiles."""
-    snapshot = config.features.snapshot_date
-    database = config.storage.database
-    warehouse = Warehouse.from_config(spark, config)
-    embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
+def embedding_vectors(embeddings: DataFrame) -> DataFrame:
+    return embeddings.select(
+        "customer_id",
+        EMBEDDING_COLUMN,
+        ERROR_COLUMN,
+        array_to_vector(F.col(EMBEDDING_COLUMN)).alias("_vector"),
+    )
+
+
+def single_model_version(embeddings: DataFrame, table: str, snapshot: dt.date) -> str:
     versions = [
         row["model_version"] for row in embeddings.select("model_version").distinct().limit(2).collect()
     ]
     if len(versions) != 1:
         raise InputDataError(
-            f"{database}.{EMBEDDINGS_TABLE} holds embeddings of {len(versions)} models for snapshot {snapshot}; "
+            f"{table} holds embeddings of {len(versions)} models for snapshot {snapshot}; "
             "rerun `seg embed` so that one model embeds the whole snapshot"
         )
-    version = versions[0]
-    vectors = embeddings.select(
-        "customer_id", EMBEDDING_COLUMN, array_to_vector(F.col(EMBEDDING_COLUMN)).alias("_vector")
-    ).cache()
-    model = fit_kmeans(vectors, "_vector", config.cluster)
-    model.write().overwrite().save(join_uri(models_root(config), version, f"kmeans-{snapshot:%Y%m%d}"))
-    assigned = model.transform(vectors)
-    relabel = relabel_by_size(assigned, "_cluster")
-    centers = spark.createDataFrame(
-        [
-            (relabel[index], [float(value) for value in center])
-            for index, center in enumerate(model.clusterCenters())
-        ],
-        "segment_id int, _center array<double>",
-    )
-    mapping = F.create_map(*[F.lit(item) for pair in relabel.items() for item in pair])
-    segments = (
-        assigned.withColumn("segment_id", mapping[F.col("_cluster")].cast("int"))
-        .join(F.broadcast(centers), "segment_id")
-        .select(
-            "customer_id",
-            "segment_id",
-            euclidean_distance(F.col(EMBEDDING_COLUMN), F.col("_center")).alias("distance_to_centroid"),
-            F.lit(snapshot).alias(SNAPSHOT_COLUMN),
-            F.lit(version).alias("model_version"),
+    return str(versions[0])
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    segment_id: int
+    name: str
+    size: int
+    share: float
+    description: str
+    action: str
+    top_features: list[str]
+    rules: list[str]
+    continues_previous: float | None  # similarity with the previous run's segment of this id
+
+
+@dataclass
+class ClusterResult:
+    snapshot: dt.date
+    model_version: str
+    k: int
+    segments: list[SegmentSummary]
+    selection: Selection | None
+    surrogate_fidelity: float
+    previous_snapshot: dt.date | None
+    ari_with_previous: float | None
+    novel_customers: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = []
+        if self.selection is not None:
+            lines += [self.selection.format(), ""]
+        lines.append(
+            f"{self.k} segments for snapshot {self.snapshot} (model {self.model_version}); "
+            f"surrogate tree fidelity {self.surrogate_fidelity:.1%}; {self.novel_customers} novel customers"
         )
+        if self.previous_snapshot is not None:
+            lines.append(
+                f"agreement with snapshot {self.previous_snapshot}: ARI {self.ari_with_previous:.3f}"
+                if self.ari_with_previous is not None
+                else f"previous snapshot {self.previous_snapshot}: no customers in common"
+            )
+        lines.append(format_summary(self.segments))
+        return "\n".join(lines)
+
+
+def format_summary(summaries: list[SegmentSummary]) -> str:
+    lines = [f"{'segment':>7}  {'customers':>9}  {'share':>6}  name: top features"]
+    for summary in summaries:
+        identity = (
+            "new" if summary.continues_previous is None else f"kept, overlap {summary.continues_previous:.2f}"
+        )
+        lines.append(
+            f"{summary.segment_id:>7}  {summary.size:>9}  {summary.share:>6.1%}  {summary.name} ({identity}): "
+            + ("; ".join(summary.top_features[:3]) or "-")
+        )
+    return "\n".join(lines)
+
+
+def previous_run(warehouse: Warehouse, database: str, snapshot: dt.date) -> dt.date | None:
+    """The latest earlier snapshot that has a segmentation run (a rerun never matches against itself)."""
+    if not warehouse.exists(database, RUNS_TABLE):
+        return None
+    row = (
+        warehouse.read(database, RUNS_TABLE)
+        .where(F.col(SNAPSHOT_COLUMN) < F.lit(snapshot))
+        .agg(F.max(SNAPSHOT_COLUMN))
+        .first()
+    )
+    return row[0] if row is not None else None
+
+
+def _match_to_previous(
+    warehouse: Warehouse,
+    config: SeglibConfig,
+    clustered: DataFrame,
+    sizes: dict[int, int],
+    members: DataFrame,
+    feature_names: list[str],
+    previous: dt.date | None,
+    snapshot: dt.date,
+) -> tuple[Matching, float | None, dict[int, str]]:
+    """Match this run's clusters (PREDICTION) to the previous snapshot's segments."""
+    database = config.storage.database
+    clusters = sorted(sizes)
+    if previous is None:
+        return match_segments(clusters, sizes, {}, [], 1.0, 0, "first run"), None, {}
+    old = warehouse.read_snapshot(database, SEGMENTS_TABLE, previous).where(F.col("segment_id") >= 0)
+    catalog = warehouse.read(database, CATALOG_TABLE)
+    old_names = {
+        row["segment_id"]: row["segment_name"]
+        for row in catalog.where(F.col(SNAPSHOT_COLUMN) == F.lit(previous)).collect()
+    }
+    # Ids are never reused: fresh ones start above every id of the other snapshots (not this one's, so
+    # that a rerun of this snapshot hands out the same ids).
+    highest = catalog.where(F.col(SNAPSHOT_COLUMN) != F.lit(snapshot)).agg(F.max("segment_id")).first()
+    next_id = 0 if highest is None or highest[0] is None else int(highest[0]) + 1
+    common = clustered.select("customer_id", PREDICTION).join(
+        old.select("customer_id", "segment_id"), "customer_id"
+    )
+    overlap = contingency(common, PREDICTION, "segment_id")
+    shared = sum(overlap.values())
+    new_sizes: dict[int, int] = {}
+    old_sizes: dict[int, int] = {}
+    for (new, old_id), count in overlap.items():
+        new_sizes[new] = new_sizes.get(new, 0) + count
+        old_sizes[old_id] = old_sizes.get(old_id, 0) + count
+    ari = adjusted_rand_index(overlap) if shared else None
+    settings = config.cluster.identity
+    if (
+        shared >= settings.min_common_share * min(sum(sizes.values()), max(sum(old_sizes.values()), 1))
+        and shared
+    ):
+        similarity, basis = jaccard_matrix(overlap, new_sizes, old_sizes), "members"
+    else:
+        provisional = collect_profiles(
+            segment_profiles(members.withColumn("segment_id", F.col(PREDICTION)), feature_names)
+        )
+        previous_profiles = collect_profiles(warehouse.read_snapshot(database, PROFILES_TABLE, previous))
+        similarity = cosine_matrix(
+            {c: {n: s.std_diff for n, s in p.features.items()} for c, p in provisional.items()},
+            {c: {n: s.std_diff for n, s in p.features.items()} for c, p in previous_profiles.items()},
+        )
+        basis = "profiles"
+    matching = match_segments(
+        clusters, sizes, similarity, sorted(old_names), settings.min_overlap, next_id, basis
+    )
+    return matching, ari, old_names
+
+
+def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
+    """Cluster the snapshot's embeddings and write the segment tables and the scoring state."""
+    snapshot = config.features.snapshot_date
+    database = config.storage.database
+    settings = config.cluster
+    warehouse = Warehouse.from_config(spark, config)
+    embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
+    version = single_model_version(embeddings, f"{database}.{EMBEDDINGS_TABLE}", snapshot)
+    vectors = embedding_vectors(embeddings).cache()
+    threshold = novelty_threshold(vectors, ERROR_COLUMN, settings.novelty_quantile, settings.novelty_factor)
+    typical = vectors.where(F.col(ERROR_COLUMN) <= F.lit(threshold))
+    selection = select_k(typical, "_vector", settings) if settings.k == "auto" else None
+    k = selection.k if selection is not None else int(settings.k)
+    if selection is not None:
+        log.info("k selection:\n%s", selection.format())
+    model = fit_clusters(typical, "_vector", settings, k)
+    clustered = model.transform(typical).select("customer_id", PREDICTION).cache()
+    sizes = {row[PREDICTION]: row["count"] for row in clustered.groupBy(PREDICTION).count().collect()}
+
+    metadata = load_feature_metadata(spark, config)
+    feature_names = metadata.numeric_features
+    features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot).select(
+        "customer_id", *feature_names
+    )
+    members = clustered.join(features, "customer_id")
+    previous = previous_run(warehouse, database, snapshot)
+    matching, ari, old_names = _match_to_previous(
+        warehouse, config, clustered, sizes, members, feature_names, previous, snapshot
+    )
+    labelled_members = members.withColumn(
+        "segment_id",
+        F.create_map(*[F.lit(v) for pair in matching.segment_of.items() for v in pair])[F.col(PREDICTION)],
+    ).drop(PREDICTION)
+    profiles = segment_profiles(labelled_members, feature_names).cache()
+    by_segment = collect_profiles(profiles)
+    names = _names(by_segment, matching, old_names, settings.naming_rules)
+
+    state = SegmentationState(
+        snapshot=snapshot,
+        model_version=version,
+        algorithm=settings.algorithm,
+        segment_of={int(index): segment for index, segment in matching.segment_of.items()},
+        centers=dict(enumerate(centers_of(model))),
+        names={segment_id: name.name for segment_id, name in names.items()},
+        novelty_threshold=threshold,
+        segment_shares={},
+        feature_edges={},
+        feature_shares={},
+    )
+    segments = assign(vectors, model, state).select(
+        "*", F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")
     )
     warehouse.write_snapshot(segments, database, SEGMENTS_TABLE, snapshot)
     segments = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot)
-    features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot)
-    feature_names = load_feature_metadata(spark, config).numeric_features
-    profiles = segment_profiles(features, segments, feature_names).select(
-        "*", F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")
+    total = segments.count()
+    shares = {
+        row["segment_id"]: row["count"] / total for row in segments.groupBy("segment_id").count().collect()
+    }
+    edges = decile_edges(features, feature_names)
+    state = SegmentationState(
+        **{
+            **state.__dict__,
+            "segment_shares": shares,
+            "feature_edges": edges,
+            "feature_shares": bin_shares(features, edges),
+        }
     )
-    warehouse.write_snapshot(profiles, database, PROFILES_TABLE, snapshot)
+    save_state(spark, config, state, model)
+
+    name_map = F.create_map(*[F.lit(v) for pair in state.names.items() for v in pair])
+    stamp = [F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")]
+    warehouse.write_snapshot(
+        profiles.select(
+            "segment_id",
+            name_map[F.col("segment_id")].alias("segment_name"),
+            *[column for column in profiles.columns if column != "segment_id"],
+            *stamp,
+        ),
+        database,
+        PROFILES_TABLE,
+        snapshot,
+    )
+    medians = {
+        row["feature"]: row["population_median"]
+        for row in profiles.select("feature", "population_median").distinct().collect()
+    }
+    surrogate = surrogate_tree(labelled_members, feature_names, medians, settings.surrogate, settings.seed)
+    summaries = [
+        SegmentSummary(
+            segment_id=segment_id,
+            name=names[segment_id].name,
+            size=profile.size,
+            share=profile.size / max(total, 1),
+            description=names[segment_id].description,
+            action=names[segment_id].action,
+            top_features=profile.describe_top(),
+            rules=surrogate.rules.get(segment_id, []),
+            continues_previous=matching.similarity.get(segment_id),
+        )
+        for segment_id, profile in by_segment.items()
+    ]
+    _write_catalog(spark, warehouse, database, snapshot, version, summaries, names)
+    if selection is not None:
+        warehouse.write_snapshot(
+            spark.createDataFrame(
+                selection.as_rows(),
+                "k int, silhouette double, smallest_share double, stability double, eligible boolean, "
+                "note string, chosen boolean",
+            ).select("*", *stamp),
+            database,
+            SELECTION_TABLE,
+            snapshot,
+        )
+    if previous is not None:
+        old = warehouse.read_snapshot(database, SEGMENTS_TABLE, previous)
+        warehouse.write_snapshot(
+            migration(segments, old).select(F.lit(previous).alias("previous_snapshot"), "*", *stamp),
+            database,
+            MIGRATION_TABLE,
+            snapshot,
+        )
+    silhouette = (
+        next(c.silhouette for c in selection.candidates if c.k == k)
+        if selection is not None
+        else float(
+            ClusteringEvaluator(featuresCol="_vector", predictionCol=PREDICTION).evaluate(
+                model.transform(typical)
+            )
+        )
+    )
+    novel = int(segments.where("is_novel").count())
+    result = ClusterResult(
+        snapshot=snapshot,
+        model_version=version,
+        k=k,
+        segments=summaries,
+        selection=selection,
+        surrogate_fidelity=surrogate.fidelity,
+        previous_snapshot=previous,
+        ari_with_previous=ari,
+        novel_customers=novel,
+        details={"matching_basis": matching.basis, "silhouette": silhouette},
+    )
+    run = {
+        "model_version": version,
+        "algorithm": settings.algorithm,
+        "k": k,
+        "k_chosen_by": "auto" if selection is not None else "config",
+        "selection_reason": selection.reason if selection is not None else f"cluster.k = {k}",
+        "silhouette": silhouette,
+        "surrogate_fidelity": surrogate.fidelity,
+        "previous_snapshot": previous,
+        "ari_with_previous": ari,
+        "matching_basis": matching.basis,
+        "kept_segments": len(matching.similarity),
+        "new_segments": len(matching.new_segments),
+        "customers": total,
+        "novel_customers": novel,
+        "novelty_threshold": threshold,
+    }
+    warehouse.write_snapshot(
+        spark.createDataFrame(
+            [run],
+            "model_version string, algorithm string, k int, k_chosen_by string, selection_reason string, "
+            "silhouette double, surrogate_fidelity double, previous_snapshot date, ari_with_previous double, "
+            "matching_basis string, kept_segments int, new_segments int, customers long, novel_customers long, "
+            "novelty_threshold double",
+        ).select(F.lit(snapshot).alias(SNAPSHOT_COLUMN), "*"),
+        database,
+        RUNS_TABLE,
+        snapshot,
+    )
+    profiles.unpersist()
+    clustered.unpersist()
     vectors.unpersist()
-    summaries = summarize(warehouse.read_snapshot(database, PROFILES_TABLE, snapshot))
-    log.info("clustered snapshot %s into %d segments (model %s)", snapshot, len(summaries), version)
-    return summaries
+    log.info("clustered snapshot %s into %d segments (model %s)", snapshot, k, version)
+    return result
+
+
+def _names(
+    profiles: dict[int, SegmentProfile], matching: Matching, old_names: dict[int, str], rules_path: str | None
+) -> dict[int, SegmentName]:
+    """Kept segments keep their name (with a description and action from today's profile); the others
+    are named by the rules, avoiding the names already in use."""
+    rules = load_naming_rules(rules_path)
+    fresh = name_segments(profiles, rules)
+    kept = {
+        segment_id: old_names[segment_id] for segment_id in matching.similarity if segment_id in old_names
+    }
+    renamed = name_segments(
+        {segment_id: p for segment_id, p in profiles.items() if segment_id not in kept},
+        rules,
+        set(kept.values()),
+    )
+    names = {}
+    for segment_id in profiles:
+        if segment_id in kept:
+            names[segment_id] = SegmentName(
+                kept[segment_id], fresh[segment_id].description, fresh[segment_id].action, "kept"
+            )
+        else:
+            names[segment_id] = renamed[segment_id]
+    return names
+
+
+def _write_catalog(
+    spark: SparkSession,
+    warehouse: Warehouse,
+    database: str,
+    snapshot: dt.date,
+    version: str,
+    summaries: list[SegmentSummary],
+    names: dict[int, SegmentName],
+) -> None:
+    rows = [
+        (
+            s.segment_id,
+            s.name,
+            s.description,
+            s.action,
+            names[s.segment_id].rule,
+            s.size,
+            s.share,
+            s.top_features,
+            s.rules,
+            s.continues_previous,
+            s.continues_previous is None,
+        )
+        for s in summaries
+    ]
+    frame = spark.createDataFrame(
+        rows,
+        "segment_id int, segment_name string, description string, action string, naming_rule string, "
+        "segment_size long, segment_share double, top_features array<string>, surrogate_rules array<string>, "
+        "previous_similarity double, is_new boolean",
+    )
+    warehouse.write_snapshot(
+        frame.select("*", F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")),
+        database,
+        CATALOG_TABLE,
+        snapshot,
+    )

@@ -239,6 +239,25 @@ class GenerateConfig(_Strict):
         le=0.5,
         description="Share of rows given one row-level problem each (for testing).",
     )
+    persona_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Change the mix of planted personas, e.g. {bargain_hunter: 0.6} (others keep theirs).",
+    )
+
+    @field_validator("persona_weights")
+    @classmethod
+    def _known_personas(cls, value: dict[str, float]) -> dict[str, float]:
+        from seglib.generate import PERSONAS
+
+        known = [persona.name for persona in PERSONAS]
+        for name, weight in value.items():
+            if name not in known:
+                raise ValueError(
+                    f"generate.persona_weights: unknown persona {name!r}; the personas are {known}"
+                )
+            if weight < 0:
+                raise ValueError(f"generate.persona_weights.{name} must be >= 0 (got {weight})")
+        return value
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> GenerateConfig:
@@ -371,17 +390,121 @@ class TrainConfig(_Strict):
         return value
 
 
+class SelectionConfig(_Strict):
+    """How `cluster.k: auto` picks k: silhouette among the candidates that pass the share and stability bars."""
+
+    k_min: int = Field(default=2, ge=2, le=1000)
+    k_max: int = Field(default=8, ge=2, le=1000)
+    min_segment_share: float = Field(
+        default=0.03,
+        ge=0,
+        lt=0.5,
+        description="A candidate whose smallest segment is below this share is rejected.",
+    )
+    min_stability: float = Field(
+        default=0.7,
+        ge=-1,
+        le=1,
+        description="Mean adjusted Rand index between the fit on all rows and fits on bootstrap resamples.",
+    )
+    bootstrap: int = Field(default=3, ge=1, le=50, description="Bootstrap refits per candidate k.")
+    sample_rows: int = Field(
+        default=20_000, ge=100, description="Customers sampled (once) to score the candidates."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> SelectionConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(
+                f"cluster.selection.k_min ({self.k_min}) is above k_max ({self.k_max}); set k_min <= k_max"
+            )
+        return self
+
+
+class IdentityConfig(_Strict):
+    """Matching a new run's segments to the previous snapshot's, so that ids and names carry over."""
+
+    min_overlap: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="Least Jaccard overlap of members (or profile similarity) for a segment to keep an id.",
+    )
+    min_common_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Below this share of customers in both snapshots, segments are matched by profile instead.",
+    )
+
+
+class SurrogateConfig(_Strict):
+    max_depth: int = Field(default=4, ge=1, le=12, description="Depth of the explaining decision tree.")
+    rules_per_segment: int = Field(default=2, ge=1, le=10)
+    min_instances_per_node: int = Field(default=20, ge=1)
+
+
 class ClusterConfig(_Strict):
-    k: int = Field(default=5, ge=2, le=1000)
+    algorithm: Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"] = "kmeans"
+    k: int | Literal["auto"] = Field(
+        default="auto", description="Number of segments, or auto to choose it over cluster.selection's range."
+    )
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     max_iter: int = Field(default=100, ge=1)
     restarts: int = Field(
-        default=10, ge=1, le=100, description="KMeans fits from different seeds; the lowest-cost one is kept."
+        default=10, ge=1, le=100, description="Seeded fits; the lowest-cost (highest-likelihood) one is kept."
     )
     seed: int = 23
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    naming_rules: str | None = Field(
+        default=None,
+        description="YAML file of segment naming rules; null: the built-in conf/segment_rules.yaml.",
+    )
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    novelty_quantile: float = Field(
+        default=0.999,
+        gt=0.5,
+        lt=1,
+        description="A customer whose reconstruction error exceeds novelty_factor x this quantile of the "
+        "training snapshot's errors is flagged novel instead of being put in a segment.",
+    )
+    novelty_factor: float = Field(default=2.0, ge=1)
+
+    @field_validator("k")
+    @classmethod
+    def _k_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 2 <= value <= 1000:
+            raise ValueError("cluster.k must be between 2 and 1000, or auto")
+        return value
 
 
-Stage = Literal["generate", "features", "train", "embed", "cluster"]
-PIPELINE_ORDER: tuple[Stage, ...] = ("generate", "features", "train", "embed", "cluster")
+class DriftConfig(_Strict):
+    feature_psi_warning: float = Field(
+        default=0.25, gt=0, description="Population stability index of a feature that calls for retraining."
+    )
+    segment_psi_warning: float = Field(
+        default=0.2, gt=0, description="Stability index of the segment shares that calls for retraining."
+    )
+    novel_share_warning: float = Field(default=0.05, gt=0, le=1, description="Share of novel customers.")
+
+
+class ScoreConfig(_Strict):
+    segmentation_snapshot: dt.date | None = Field(
+        default=None,
+        description="Training snapshot whose model and segments score new data; null: the latest one.",
+    )
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+
+class ReportConfig(_Strict):
+    directory: str | None = Field(
+        default=None, description="Where reports go (one folder per snapshot); null: <model_dir>/../reports."
+    )
+    sample_rows: int = Field(default=3000, ge=100, description="Customers drawn for the 2-D embedding map.")
+
+
+Stage = Literal["generate", "features", "train", "embed", "cluster", "report"]
+PIPELINE_ORDER: tuple[Stage, ...] = ("generate", "features", "train", "embed", "cluster", "report")
 
 
 class RunConfig(_Strict):
@@ -406,7 +529,18 @@ class SeglibConfig(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _idec_knows_its_clusters(self) -> SeglibConfig:
+        if self.train.model == "idec" and self.train.idec.clusters is None and self.cluster.k == "auto":
+            raise ValueError(
+                "train.model=idec needs a number of clusters: set train.idec.clusters, or a fixed cluster.k "
+                "(cluster.k is auto)"
+            )
+        return self
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -20,10 +20,18 @@ log = logging.getLogger(__name__)
 
 EMBEDDINGS_TABLE = "customer_embeddings"
 EMBEDDING_COLUMN = "embedding"
+ERROR_COLUMN = "reconstruction_error"
+ENCODED_TYPE = T.StructType(
+    [
+        T.StructField(EMBEDDING_COLUMN, T.ArrayType(T.FloatType())),
+        T.StructField(ERROR_COLUMN, T.DoubleType()),
+    ]
+)
 
 
-def encode_batches(model_payload: bytes, batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-    """Executor side: load the encoder once per task, then embed each Arrow batch."""
+def encode_batches(model_payload: bytes, batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    """Executor side: load the model once per task, then embed each Arrow batch and measure how well
+    the decoder reconstructs it (mean squared error per customer: the novelty signal)."""
     import numpy as np
     import torch
 
@@ -34,17 +42,19 @@ def encode_batches(model_payload: bytes, batches: Iterator[pd.Series]) -> Iterat
     with torch.inference_mode():
         for batch in batches:
             if batch.empty:
-                yield pd.Series([], dtype=object)
+                yield pd.DataFrame({EMBEDDING_COLUMN: pd.Series([], dtype=object), ERROR_COLUMN: []})
                 continue
             inputs = torch.from_numpy(np.stack(batch.to_numpy()).astype(np.float32, copy=False))
-            yield pd.Series(list(model.encode(inputs).numpy()))
+            embeddings = model.encode(inputs)
+            errors = (model.decoder(embeddings) - inputs).pow(2).mean(dim=1).double()
+            yield pd.DataFrame({EMBEDDING_COLUMN: list(embeddings.numpy()), ERROR_COLUMN: errors.numpy()})
 
 
 def embedding_udf(model_payload: Broadcast[bytes]) -> Callable[[Column], Column]:
     """Driver side: a pandas UDF over the broadcast model (shipped once per executor, not per task)."""
 
-    @F.pandas_udf(T.ArrayType(T.FloatType()))  # type: ignore[call-overload]
-    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    @F.pandas_udf(ENCODED_TYPE)  # type: ignore[call-overload]
+    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         return encode_batches(model_payload.value, batches)
 
     return embed  # type: ignore[no-any-return]
@@ -59,9 +69,15 @@ def embed(spark: SparkSession, config: SeglibConfig, model_version: str | None =
     payload = spark.sparkContext.broadcast(read_model_payload(spark, config, version))
     embeddings = features.select(
         "customer_id",
-        embedding_udf(payload)(F.col(FEATURE_VECTOR_COLUMN)).alias(EMBEDDING_COLUMN),
+        embedding_udf(payload)(F.col(FEATURE_VECTOR_COLUMN)).alias("_encoded"),
         F.lit(version).alias("model_version"),
         F.col(SNAPSHOT_COLUMN),
+    ).select(
+        "customer_id",
+        f"_encoded.{EMBEDDING_COLUMN}",
+        f"_encoded.{ERROR_COLUMN}",
+        "model_version",
+        SNAPSHOT_COLUMN,
     )
     warehouse.write_snapshot(embeddings, config.storage.database, EMBEDDINGS_TABLE, snapshot)
     payload.unpersist()

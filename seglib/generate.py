@@ -193,10 +193,19 @@ def _days_back(low: Column, high: Column, draw: Column) -> Column:
 
 
 def generate_customers(
-    spark: SparkSession, customers: int, seed: int, end_date: dt.date, partitions: int
+    spark: SparkSession,
+    customers: int,
+    seed: int,
+    end_date: dt.date,
+    partitions: int,
+    persona_weights: dict[str, float] | None = None,
 ) -> DataFrame:
-    """One row per customer with its persona and the persona's parameters (internal frame)."""
-    edges = _cumulative(tuple(persona.weight for persona in PERSONAS))
+    """One row per customer with its persona and the persona's parameters (internal frame).
+
+    `persona_weights` replaces the mix of personas (by name; unnamed ones keep their weight).
+    """
+    weights = {persona.name: persona.weight for persona in PERSONAS} | (persona_weights or {})
+    edges = _cumulative(tuple(weights[persona.name] for persona in PERSONAS))
     customer_id = F.col("id")
     persona_index = choice_index(_literal_array(edges), uniform(seed, "persona", customer_id))
     base = spark.range(0, customers, numPartitions=partitions).withColumn(
@@ -551,7 +560,12 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
     domain = DOMAINS[settings.domain]
     warehouse = Warehouse.from_config(spark, config)
     people = generate_customers(
-        spark, settings.customers, settings.seed, settings.end_date, settings.partitions
+        spark,
+        settings.customers,
+        settings.seed,
+        settings.end_date,
+        settings.partitions,
+        settings.persona_weights,
     )
     people = people.withColumn("signup_date", F.greatest(F.col("signup_date"), F.lit(settings.start_date)))
     warehouse.write_table(people.select("customer_id", "persona"), inputs.database, TRUTH_TABLE)

@@ -10,11 +10,12 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from seglib.cluster import SegmentSummary, cluster, format_summary
+from seglib.cluster import ClusterResult, cluster
 from seglib.config import SeglibConfig, Stage
 from seglib.embed import embed
 from seglib.features import features
 from seglib.generate import generate
+from seglib.report import report
 from seglib.train import train
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ STAGES: dict[Stage, Callable[[SparkSession, SeglibConfig], Any]] = {
     "train": train,
     "embed": embed,
     "cluster": cluster,
+    "report": report,
 }
 
 
@@ -34,14 +36,16 @@ class PipelineReport:
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def segments(self) -> list[SegmentSummary]:
-        return list(self.results.get("cluster", []))
+    def clustering(self) -> ClusterResult | None:
+        return self.results.get("cluster")
 
     def format(self) -> str:
         timings = "  ".join(f"{stage} {seconds:.1f}s" for stage, seconds in self.stage_seconds.items())
         parts = [f"stage wall times: {timings}"]
-        if self.segments:
-            parts.append(format_summary(self.segments))
+        if self.clustering is not None:
+            parts.append(self.clustering.format())
+        if "report" in self.results:
+            parts.append(self.results["report"].format())
         return "\n".join(parts)
 
 

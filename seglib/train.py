@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from seglib import fs, store
 from seglib.config import SeglibConfig
-from seglib.errors import TrainingError
+from seglib.errors import ConfigError, TrainingError
 from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE, load_feature_metadata, preprocessing_uri
 from seglib.model import AutoencoderSpec
 from seglib.paths import join_uri, local_path, resolve_uri
@@ -111,6 +111,17 @@ class TrainedModel:
         return ", ".join(parts)
 
 
+def idec_clusters(config: SeglibConfig) -> int:
+    if config.train.idec.clusters is not None:
+        return config.train.idec.clusters
+    if config.cluster.k == "auto":
+        raise ConfigError(
+            "train.model=idec needs a number of clusters: set train.idec.clusters, or a fixed cluster.k "
+            "(cluster.k is auto)"
+        )
+    return int(config.cluster.k)
+
+
 def models_root(config: SeglibConfig) -> str:
     return join_uri(resolve_uri(config.storage.model_dir), "autoencoder")
 
@@ -142,7 +153,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
             kind=settings.model,
             activation=settings.activation,
             batch_norm=settings.batch_norm,
-            clusters=(settings.idec.clusters or config.cluster.k) if is_idec else 0,
+            clusters=idec_clusters(config) if is_idec else 0,
         ),
         epochs=settings.epochs,
         batch_size=settings.batch_size,

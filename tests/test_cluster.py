@@ -1,11 +1,36 @@
+"""Units of the segmentation: statistics, k selection, matching, naming, tree rules, drift."""
+
 from __future__ import annotations
 
-import pytest
-from pyspark.sql import Row
-from pyspark.sql import functions as F
-from pyspark.testing import assertDataFrameEqual
+import math
+import random
 
-from seglib.cluster import euclidean_distance, format_summary, relabel_by_size, segment_profiles, summarize
+import pytest
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import functions as F
+from sklearn.metrics import adjusted_rand_score
+
+from seglib.clustering import (
+    adjusted_rand_index,
+    assignment_columns,
+    centers_of,
+    euclidean_distance,
+    fit_clusters,
+    load_model,
+    select_k,
+)
+from seglib.config import ClusterConfig, SurrogateConfig
+from seglib.drift import bin_shares, decile_edges, population_stability
+from seglib.errors import ConfigError
+from seglib.identity import cosine_matrix, jaccard_matrix, match_segments, migration
+from seglib.profiles import (
+    FeatureStat,
+    SegmentProfile,
+    load_naming_rules,
+    name_segments,
+    segment_profiles,
+    surrogate_tree,
+)
 
 
 def test_euclidean_distance_of_arrays(spark):
@@ -15,86 +40,226 @@ def test_euclidean_distance_of_arrays(spark):
     assert [row[0] for row in df.select(euclidean_distance(F.col("a"), F.col("b"))).collect()] == [5.0, 0.0]
 
 
-def test_segment_ids_are_ordered_by_size(spark):
-    assigned = spark.createDataFrame([(c,) for c in [2, 2, 2, 0, 1, 1]], "cluster int")
-    assert relabel_by_size(assigned, "cluster") == {2: 0, 1: 1, 0: 2}
+def test_adjusted_rand_index_from_a_contingency_table_equals_sklearns():
+    generator = random.Random(3)
+    left = [generator.randrange(4) for _ in range(300)]
+    right = [label if generator.random() < 0.7 else generator.randrange(5) for label in left]
+    counts: dict[tuple[int, int], int] = {}
+    for pair in zip(left, right, strict=True):
+        counts[pair] = counts.get(pair, 0) + 1
+    assert adjusted_rand_index(counts) == pytest.approx(adjusted_rand_score(left, right), abs=1e-12)
+    assert adjusted_rand_index({(0, 5): 10, (1, 6): 7}) == pytest.approx(1.0)
 
 
-def test_segment_profiles_hold_size_share_means_and_lift(spark):
-    features = spark.createDataFrame(
-        [(1, 10.0, 0.0), (2, 20.0, 2.0), (3, 30.0, 4.0), (4, 40.0, 6.0)],
-        "customer_id long, monetary double, visits double",
+def test_assignment_gives_distance_second_nearest_segment_and_margin(spark):
+    centers = {0: [0.0, 0.0], 1: [10.0, 0.0], 2: [0.0, 4.0]}
+    segment_of = {0: 7, 1: 8, 2: 9}  # model index -> segment id
+    customers = spark.createDataFrame(
+        [("a", [1.0, 0.0], 0), ("b", [9.0, 0.0], 1), ("c", [0.0, 3.0], 2)],
+        "customer_id string, embedding array<double>, _cluster int",
     )
-    segments = spark.createDataFrame([(1, 0), (2, 0), (3, 0), (4, 1)], "customer_id long, segment_id int")
-    result = segment_profiles(features, segments, ["monetary", "visits"])
-    expected = [
-        Row(
-            segment_id=0,
-            segment_size=3,
-            segment_share=0.75,
-            feature="monetary",
-            segment_mean=20.0,
-            population_mean=25.0,
-            lift=0.8,
-        ),
-        Row(
-            segment_id=1,
-            segment_size=1,
-            segment_share=0.25,
-            feature="monetary",
-            segment_mean=40.0,
-            population_mean=25.0,
-            lift=1.6,
-        ),
-        Row(
-            segment_id=0,
-            segment_size=3,
-            segment_share=0.75,
-            feature="visits",
-            segment_mean=2.0,
-            population_mean=3.0,
-            lift=pytest.approx(2 / 3),
-        ),
-        Row(
-            segment_id=1,
-            segment_size=1,
-            segment_share=0.25,
-            feature="visits",
-            segment_mean=6.0,
-            population_mean=3.0,
-            lift=2.0,
-        ),
-    ]
-    rows = sorted(result.collect(), key=lambda row: (row["feature"], row["segment_id"]))
-    assert [row.asDict() for row in rows] == [row.asDict() for row in expected]
-
-
-def test_lift_is_null_when_the_population_mean_is_zero(spark):
-    features = spark.createDataFrame([(1, 0.0), (2, 0.0)], "customer_id long, returns double")
-    segments = spark.createDataFrame([(1, 0), (2, 1)], "customer_id long, segment_id int")
-    result = segment_profiles(features, segments, ["returns"]).select("segment_id", "lift")
-    assertDataFrameEqual(result, [Row(segment_id=0, lift=None), Row(segment_id=1, lift=None)])
-
-
-def test_summary_lists_features_above_and_below_the_population(spark):
-    profiles = spark.createDataFrame(
-        [
-            (0, 3, 0.75, "monetary", 0.8),
-            (0, 3, 0.75, "visits", 0.5),
-            (0, 3, 0.75, "returns", None),
-            (1, 1, 0.25, "monetary", 1.6),
-            (1, 1, 0.25, "visits", 2.5),
-        ],
-        "segment_id int, segment_size long, segment_share double, feature string, lift double",
+    columns = assignment_columns(F.col("embedding"), F.col("_cluster"), centers, segment_of)
+    rows = {
+        row["customer_id"]: row
+        for row in customers.select("customer_id", *[c.alias(n) for n, c in columns.items()]).collect()
+    }
+    assert rows["a"]["model_segment_id"] == 7 and rows["a"]["distance_to_centroid"] == pytest.approx(1.0)
+    assert rows["a"]["second_segment_id"] == 9 and rows["a"]["second_distance"] == pytest.approx(
+        math.sqrt(17)
     )
-    first, second = summarize(profiles, top=1)
-    assert (first.segment_id, first.size, first.share, first.highest, first.lowest) == (
-        0,
-        3,
-        0.75,
-        [],
-        [("visits", 0.5)],
+    assert rows["a"]["confidence_margin"] == pytest.approx(1 - 1 / math.sqrt(17))
+    assert (rows["b"]["model_segment_id"], rows["b"]["second_segment_id"]) == (8, 7)
+    assert rows["b"]["confidence_margin"] == pytest.approx(1 - 1 / 9)
+    assert (rows["c"]["model_segment_id"], rows["c"]["second_segment_id"]) == (9, 7)
+    assert rows["c"]["confidence_margin"] == pytest.approx(1 - 1 / 3)
+
+
+def test_segment_profiles_hold_means_medians_lift_standardized_difference_and_significance(spark):
+    rows = [(index, 0, 10.0 + index % 3, 1.0) for index in range(60)]
+    rows += [(100 + index, 1, 30.0 + index % 3, 1.0 + (index % 2)) for index in range(30)]
+    members = spark.createDataFrame(rows, "customer_id long, segment_id int, monetary double, visits double")
+    result = {
+        (row["segment_id"], row["feature"]): row
+        for row in segment_profiles(members, ["monetary", "visits"]).collect()
+    }
+    low, high = result[(0, "monetary")], result[(1, "monetary")]
+    values = [row[2] for row in rows]
+    population_mean = sum(values) / len(values)
+    population_sd = math.sqrt(sum((v - population_mean) ** 2 for v in values) / len(values))
+    assert (low["segment_size"], low["segment_share"]) == (60, pytest.approx(2 / 3))
+    assert low["segment_mean"] == pytest.approx(11.0) and high["segment_mean"] == pytest.approx(31.0)
+    assert (
+        low["segment_median"] == 11.0 and high["segment_median"] == 31.0 and high["population_median"] == 12.0
     )
-    assert (second.highest, second.lowest) == ([("visits", 2.5)], [])
-    table = format_summary([first, second])
-    assert "visits x0.50" in table.splitlines()[1] and "visits x2.50" in table.splitlines()[2]
+    assert high["lift"] == pytest.approx(31.0 / population_mean)
+    assert high["std_diff"] == pytest.approx((31.0 - population_mean) / population_sd)
+    assert high["significant"] and high["t_statistic"] > 10 and high["rank"] == 1
+    # visits: 1.5 vs 1.0 with 30 customers is a real but smaller difference; ranked second.
+    assert result[(1, "visits")]["rank"] == 2 and result[(1, "visits")]["std_diff"] > 0
+
+
+def test_profiles_have_no_lift_when_the_population_mean_is_zero(spark):
+    members = spark.createDataFrame(
+        [(1, 0, 0.0), (2, 1, 0.0)], "customer_id long, segment_id int, returns double"
+    )
+    result = segment_profiles(members, ["returns"]).collect()
+    assert [(row["lift"], row["std_diff"], row["significant"]) for row in result] == [(None, 0.0, False)] * 2
+
+
+def test_hungarian_matching_keeps_the_ids_of_the_same_groups_and_numbers_new_ones_after_the_last():
+    # New clusters 0, 1, 2: 0 is the old segment 5, 1 the old segment 3, 2 overlaps nothing well.
+    overlap = {(0, 5): 90, (0, 3): 10, (1, 3): 80, (1, 5): 5, (2, 3): 15, (2, 5): 5}
+    new_sizes = {0: 100, 1: 85, 2: 20}
+    old_sizes = {5: 100, 3: 105}
+    similarity = jaccard_matrix(overlap, new_sizes, old_sizes)
+    assert similarity[(0, 5)] == pytest.approx(90 / 110)
+    matching = match_segments([0, 1, 2], new_sizes, similarity, [3, 5], 0.3, next_id=9, basis="members")
+    assert matching.segment_of == {0: 5, 1: 3, 2: 9}
+    assert matching.new_segments == [9] and set(matching.similarity) == {3, 5}
+    first = match_segments([0, 1, 2], {0: 5, 1: 50, 2: 20}, {}, [], 0.3, 0, "first run")
+    assert first.segment_of == {1: 0, 2: 1, 0: 2}  # by size, largest first
+
+
+def test_profile_similarity_is_the_cosine_of_standardized_differences():
+    result = cosine_matrix(
+        {0: {"a": 1.0, "b": 0.0}}, {7: {"a": 2.0, "b": 0.0, "c": 5.0}, 8: {"a": 0.0, "b": 1.0}}
+    )
+    assert result == {(0, 7): pytest.approx(1.0), (0, 8): pytest.approx(0.0)}
+
+
+def test_migration_counts_movers_new_and_departed_customers(spark):
+    previous = spark.createDataFrame([("a", 0), ("b", 0), ("c", 1)], "customer_id string, segment_id int")
+    current = spark.createDataFrame([("a", 0), ("b", 1), ("d", 1)], "customer_id string, segment_id int")
+    counts = {(r[0], r[1]): r[2] for r in migration(current, previous).collect()}
+    assert counts == {(0, 0): 1, (0, 1): 1, (1, None): 1, (None, 1): 1}
+
+
+def profile(segment_id: int, share: float, **std_diffs: float) -> SegmentProfile:
+    features = {
+        name: FeatureStat(100 + 10 * value, 100.0, value, abs(value) > 0.2, (100 + 10 * value) / 100)
+        for name, value in std_diffs.items()
+    }
+    return SegmentProfile(segment_id, int(1000 * share), share, features)
+
+
+def test_names_follow_the_built_in_rules():
+    rules = load_naming_rules(None)
+    profiles = {
+        0: profile(0, 0.3, discount_share=1.4, monetary_365d=0.1, frequency_365d=0.3, recency_days=-0.1),
+        1: profile(1, 0.2, monetary_365d=1.3, frequency_365d=1.1, recency_days=-0.6, discount_share=-0.2),
+        2: profile(2, 0.2, recency_days=2.0, monetary_total=0.1, frequency=0.0),
+        3: profile(3, 0.1, discount_share=0.9, monetary_365d=-0.1),  # a weaker deal seeker
+        4: profile(4, 0.2, weekend_share=0.15, recency_days=0.1),  # nothing significant
+    }
+    names = name_segments(profiles, rules)
+    assert names[0].name == "Deal seekers" and names[0].rule == "deal_seekers"
+    assert names[1].name == "Loyal high spenders"
+    assert names[2].name == "Lapsing valuable customers"
+    assert names[0].description.startswith("Buy mostly on promotion: 114 of their orders")
+    # The stronger deal seeker keeps the name; the weaker one gets no rule and a fallback name.
+    assert names[3].rule == "fallback" and names[3].name == "High discount share"
+    assert names[4].name == "Average customers"
+    assert len({name.name for name in names.values()}) == 5
+    assert all(name.action for name in names.values())
+
+
+def test_custom_rules_file_names_segments_and_a_broken_one_is_refused(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - id: night_owls\n    name: Night owls\n    when: [{feature: daypart_night_share, above: 0.5}]\n"
+        "    description: '{daypart_night_share} of purchases at night (all: {daypart_night_share_population})'\n"
+        "    action: Send offers after 22:00.\n"
+        "fallback: {description: 'Other: {top_features}', action: Review.}\n"
+    )
+    names = name_segments(
+        {0: profile(0, 0.5, daypart_night_share=1.0), 1: profile(1, 0.5, age=-0.9)},
+        load_naming_rules(str(path)),
+    )
+    assert names[0].name == "Night owls" and names[0].description == "110 of purchases at night (all: 100)"
+    assert names[1].name == "Low age" and names[1].description == "Other: age low"
+    path.write_text(
+        "rules:\n  - id: x\n    name: X\n    when: [{feature: age}]\n    description: d\n    action: a\nfallback: {}\n"
+    )
+    with pytest.raises(ConfigError, match="needs exactly one of above or below"):
+        load_naming_rules(str(path))
+
+
+def test_k_selection_finds_planted_clusters_and_rejects_tiny_segments(spark):
+    generator = random.Random(5)
+    centers = [(0.0, 0.0, 0.0), (6.0, 0.0, 0.0), (0.0, 6.0, 0.0), (0.0, 0.0, 6.0)]
+    rows = [(f"c{index}", [c + generator.gauss(0, 0.8) for c in centers[index % 4]]) for index in range(400)]
+    vectors = spark.createDataFrame(rows, "customer_id string, embedding array<double>").select(
+        "customer_id", array_to_vector("embedding").alias("v")
+    )
+    settings = ClusterConfig.model_validate(
+        {"restarts": 3, "selection": {"k_min": 3, "k_max": 5, "bootstrap": 2, "min_segment_share": 0.1}}
+    )
+    selection = select_k(vectors, "v", settings)
+    assert selection.k == 4
+    by_k = {candidate.k: candidate for candidate in selection.candidates}
+    assert by_k[4].stability > 0.95 and by_k[4].smallest_share == pytest.approx(0.25, abs=0.01)
+    assert by_k[4].silhouette > by_k[3].silhouette and by_k[4].silhouette > by_k[5].silhouette
+    assert "k=4" in selection.format() and "highest silhouette" in selection.reason
+
+
+def test_surrogate_tree_explains_segments_with_readable_rules(spark):
+    generator = random.Random(8)
+    rows = []
+    for index in range(600):
+        spend, visits = generator.uniform(0, 100), generator.uniform(0, 10)
+        segment = 0 if spend > 60 else (1 if visits > 5 else 2)
+        rows.append((f"c{index}", segment, spend, visits, None if index % 50 == 0 else 1.0))
+    members = spark.createDataFrame(
+        rows, "customer_id string, segment_id int, spend double, visits double, noise double"
+    )
+    surrogate = surrogate_tree(
+        members, ["spend", "visits", "noise"], {"noise": 1.0}, SurrogateConfig(max_depth=3), 1
+    )
+    assert surrogate.fidelity > 0.95
+    top = {segment: rules[0] for segment, rules in surrogate.rules.items()}
+    assert top[0].startswith("spend > 5") or top[0].startswith("spend > 6")
+    assert "visits > " in top[1] and "spend <= " in top[1] and "visits <= " in top[2]
+    assert all("precise" in rule and "covers" in rule for rules in surrogate.rules.values() for rule in rules)
+
+
+def test_population_stability_is_zero_for_the_same_distribution_and_grows_with_shift(spark):
+    generator = random.Random(2)
+    reference = spark.createDataFrame(
+        [(f"r{i}", generator.gauss(0, 1)) for i in range(2000)], "customer_id string, x double"
+    )
+    same = spark.createDataFrame(
+        [(f"s{i}", generator.gauss(0, 1)) for i in range(2000)], "customer_id string, x double"
+    )
+    shifted = spark.createDataFrame(
+        [(f"t{i}", generator.gauss(1, 1)) for i in range(2000)], "customer_id string, x double"
+    )
+    edges = decile_edges(reference, ["x"])
+    assert len(edges["x"]) == 9
+    base = bin_shares(reference, edges)["x"]
+    assert sum(base.values()) == pytest.approx(1.0) and max(base.values()) < 0.12
+    assert population_stability(base, bin_shares(same, edges)["x"]) < 0.05
+    assert population_stability(base, bin_shares(shifted, edges)["x"]) > 0.5
+    assert population_stability({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5}) == 0.0
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "bisecting_kmeans", "gaussian_mixture"])
+def test_each_algorithm_finds_planted_centres_and_reloads(spark, tmp_path, algorithm):
+    generator = random.Random(11)
+    truth = [(0.0, 0.0), (8.0, 0.0), (0.0, 8.0)]
+    rows = [(f"c{i}", [c + generator.gauss(0, 0.7) for c in truth[i % 3]], i % 3) for i in range(300)]
+    frame = spark.createDataFrame(
+        rows, "customer_id string, embedding array<double>, planted int"
+    ).withColumn("v", array_to_vector("embedding"))
+    settings = ClusterConfig.model_validate({"algorithm": algorithm, "k": 3, "restarts": 2})
+    model = fit_clusters(frame, "v", settings, 3)
+    centers = centers_of(model)
+    for expected in truth:
+        assert min(math.dist(expected, center) for center in centers) < 0.3
+    model.write().overwrite().save(str(tmp_path / "model"))
+    reloaded = load_model(algorithm, str(tmp_path / "model"))
+    labels = reloaded.transform(frame).select("planted", "_cluster").collect()
+    counts: dict[tuple[int, int], int] = {}
+    for row in labels:
+        counts[(row[0], row[1])] = counts.get((row[0], row[1]), 0) + 1
+    assert adjusted_rand_index(counts) > 0.99

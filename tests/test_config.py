@@ -39,7 +39,7 @@ def test_unknown_key_in_override_is_rejected():
 
 
 def test_bad_value_names_the_key_and_the_value():
-    with pytest.raises(ConfigError, match=r"cluster\.k: .*greater than or equal to 2.*got 1"):
+    with pytest.raises(ConfigError, match=r"cluster\.k: .*between 2 and 1000, or auto.*got 1"):
         load_config(None, ["cluster.k=1"])
 
 
@@ -82,3 +82,9 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 def test_cli_reports_config_errors_with_exit_status_2(capsys):
     assert main(["features", "--set", "features.snapshot=2025-01-01"]) == 2
     assert "features.snapshot: unknown key" in capsys.readouterr().err
+
+
+def test_idec_with_automatic_k_asks_for_its_number_of_clusters():
+    with pytest.raises(ConfigError, match=r"train\.idec\.clusters, or a fixed cluster\.k"):
+        load_config(None, ["train.model=idec"])
+    assert load_config(None, ["train.model=idec", "cluster.k=4"]).cluster.k == 4

@@ -35,17 +35,20 @@ def test_serialized_model_round_trips_to_identical_outputs():
     assert torch.equal(restored.encode(inputs), model.encode(inputs))
 
 
-def test_encode_batches_embeds_each_arrow_batch_like_the_model():
+def test_encode_batches_embeds_each_arrow_batch_and_measures_its_reconstruction_error():
     torch.manual_seed(1)
     model = Autoencoder(AutoencoderSpec(input_dim=4, hidden_dims=(8,), embedding_dim=2)).eval()
     rows = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     batches = [pd.Series(list(rows[:3])), pd.Series([], dtype=object), pd.Series(list(rows[3:]))]
     outputs = list(encode_batches(serialize(model), iter(batches)))
     assert [len(batch) for batch in outputs] == [3, 0, 2]
-    embedded = np.stack([*outputs[0], *outputs[2]])
+    embedded = np.stack([*outputs[0]["embedding"], *outputs[2]["embedding"]])
+    errors = np.concatenate([outputs[0]["reconstruction_error"], outputs[2]["reconstruction_error"]])
     with torch.no_grad():
         expected = model.encode(torch.from_numpy(rows)).numpy()
+        reconstructed = model(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(embedded, expected, rtol=1e-6)
+    np.testing.assert_allclose(errors, ((reconstructed - rows) ** 2).mean(axis=1), rtol=1e-5)
 
 
 def test_layers_follow_activation_batch_norm_and_dropout_settings():
