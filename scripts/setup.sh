@@ -60,7 +60,12 @@ build_horovod_wheel() {
   sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
   grep -q 'CMAKE_CXX_STANDARD 17' "$src/CMakeLists.txt" || die "Horovod C++17 patch did not apply to CMakeLists.txt"
   grep -q 'CMAKE_CXX_STANDARD 17' "$src/horovod/torch/CMakeLists.txt" || die "Horovod C++17 patch did not apply to horovod/torch/CMakeLists.txt"
-  CMAKE_POLICY_VERSION_MINIMUM=3.5 HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 \
+  # HOROVOD_GPU_OPERATIONS=NCCL (set by the caller, e.g. the CUDA Docker image) adds GPU allreduce;
+  # it needs the CUDA toolkit and NCCL. Unset or empty: a CPU-only (Gloo) build.
+  local gpu_build=()
+  [[ -n "${HOROVOD_GPU_OPERATIONS:-}" ]] && gpu_build=(HOROVOD_GPU_OPERATIONS="$HOROVOD_GPU_OPERATIONS" HOROVOD_NCCL_LINK=SHARED)
+  env -u HOROVOD_GPU_OPERATIONS "${gpu_build[@]}" \
+    CMAKE_POLICY_VERSION_MINIMUM=3.5 HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 \
     HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITH_GLOO=1 \
     HOROVOD_CPU_OPERATIONS=GLOO MAKEFLAGS="-j$(nproc)" \
     "$venv/bin/pip" wheel --quiet --no-build-isolation --no-deps --no-cache-dir "$src" -w "$work/dist"
@@ -78,6 +83,7 @@ ensure_horovod() {
   python_tag="$("$venv/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   # The wheel links against torch's C++ ABI, so it is cached per torch version.
   wheel_dir="$cache/wheels/horovod-$horovod_version-torch-$torch_version-$python_tag-$(uname -m)"
+  [[ -n "${HOROVOD_GPU_OPERATIONS:-}" ]] && wheel_dir+="-$(tr '[:upper:]' '[:lower:]' <<<"$HOROVOD_GPU_OPERATIONS")"
   if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     build_horovod_wheel "$wheel_dir"
   else

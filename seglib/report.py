@@ -18,6 +18,7 @@ from seglib import store
 from seglib.cluster import CATALOG_TABLE, PROFILES_TABLE, RUNS_TABLE, SEGMENTS_TABLE, SELECTION_TABLE
 from seglib.config import SeglibConfig
 from seglib.embed import EMBEDDING_COLUMN, EMBEDDINGS_TABLE
+from seglib.errors import InputDataError
 from seglib.paths import join_uri, resolve_uri
 from seglib.score import DRIFT_TABLE
 from seglib.warehouse import Warehouse
@@ -192,6 +193,8 @@ def _color(index: int, count: int) -> str:
 
 def render_html(
     snapshot: dt.date,
+    segmentation_snapshot: dt.date,
+    customers: int,
     run: Row,
     catalog: list[Row],
     charts: dict[str, tuple[bytes, str]],
@@ -236,10 +239,17 @@ def render_html(
         else "First segmentation of this data (no earlier snapshot to compare with)."
     )
     figures = "".join(_image(name, payload, caption) for name, (payload, caption) in charts.items())
+    scored = (
+        ""
+        if segmentation_snapshot == snapshot
+        else f"<p><b>{customers:,} customers scored with the segmentation trained on snapshot "
+        f"{segmentation_snapshot}</b>; segment cards show that training run's profiles.</p>"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Customer segments {snapshot}</title>
 <style>{STYLE}</style></head><body>
 <h1>Customer segments &middot; snapshot {snapshot}</h1>
+{scored}
 <p class="muted">Model {e(run["model_version"])} &middot; {e(run["algorithm"])} with k = {run["k"]}
 ({e(run["selection_reason"])}) &middot; silhouette {run["silhouette"]:.3f} &middot; surrogate tree fidelity
 {run["surrogate_fidelity"]:.1%} &middot; {run["customers"]:,} customers, {run["novel_customers"]:,} novel.</p>
@@ -251,17 +261,44 @@ def render_html(
 """
 
 
+def segmentation_of(warehouse: Warehouse, database: str, snapshot: dt.date) -> dt.date:
+    """The snapshot whose segmentation run describes `snapshot`: itself when it was clustered, else
+    the one `seg score` used for it."""
+    if warehouse.exists(database, RUNS_TABLE):
+        runs = warehouse.read(database, RUNS_TABLE)
+        if not runs.where(F.col("snapshot_date") == F.lit(snapshot)).isEmpty():
+            return snapshot
+    if warehouse.exists(database, DRIFT_TABLE):
+        scored = (
+            warehouse.read(database, DRIFT_TABLE)
+            .where(F.col("snapshot_date") == F.lit(snapshot))
+            .select("segmentation_snapshot")
+            .first()
+        )
+        if scored is not None:
+            return scored[0]  # type: ignore[no-any-return]
+    raise InputDataError(
+        f"snapshot {snapshot} was neither clustered nor scored in {database}; run `seg cluster` or "
+        "`seg score` for it first"
+    )
+
+
 def report(spark: SparkSession, config: SeglibConfig) -> ReportResult:
     snapshot = config.features.snapshot_date
     database = config.storage.database
     warehouse = Warehouse.from_config(spark, config)
-    run = warehouse.read_snapshot(database, RUNS_TABLE, snapshot).first()
+    segmentation_snapshot = segmentation_of(warehouse, database, snapshot)
+    run = warehouse.read_snapshot(database, RUNS_TABLE, segmentation_snapshot).first()
     assert run is not None
-    catalog = warehouse.read_snapshot(database, CATALOG_TABLE, snapshot).orderBy("segment_id").collect()
-    profiles = warehouse.read_snapshot(database, PROFILES_TABLE, snapshot).collect()
+    catalog = (
+        warehouse.read_snapshot(database, CATALOG_TABLE, segmentation_snapshot)
+        .orderBy("segment_id")
+        .collect()
+    )
+    profiles = warehouse.read_snapshot(database, PROFILES_TABLE, segmentation_snapshot).collect()
     segments = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
-    total = int(run["customers"])
+    total = segments.count()
     fraction = min(1.0, config.report.sample_rows / max(total, 1))
     points = (
         embeddings.select("customer_id", EMBEDDING_COLUMN)
@@ -278,7 +315,7 @@ def report(spark: SparkSession, config: SeglibConfig) -> ReportResult:
     if warehouse.exists(database, SELECTION_TABLE):
         candidates = (
             warehouse.read(database, SELECTION_TABLE)
-            .where(F.col("snapshot_date") == F.lit(snapshot))
+            .where(F.col("snapshot_date") == F.lit(segmentation_snapshot))
             .orderBy("k")
             .collect()
         )
@@ -296,6 +333,7 @@ def report(spark: SparkSession, config: SeglibConfig) -> ReportResult:
         store.write_bytes(uri, payload)
         written.append(uri)
     location = join_uri(folder, "report.html")
-    store.write_bytes(location, render_html(snapshot, run, catalog, charts, drift).encode("utf-8"))
+    page = render_html(snapshot, segmentation_snapshot, total, run, catalog, charts, drift)
+    store.write_bytes(location, page.encode("utf-8"))
     log.info("report for snapshot %s: %s", snapshot, location)
     return ReportResult(location, written)

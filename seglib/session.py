@@ -37,6 +37,10 @@ def session_settings(config: SeglibConfig) -> dict[str, str]:
         # An unparseable timestamp in a string column becomes null (and is quarantined), never an error.
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     }
+    # Delta rebuilds a table's state from its log with this many partitions (default 50): far too
+    # many tasks for the small, per-snapshot logs of seglib's tables on a few cores, where it made
+    # every write and read of a small table about twice as slow. It follows the shuffle setting.
+    settings["spark.databricks.delta.snapshotPartitions"] = str(min(50, config.spark.shuffle_partitions))
     if config.spark.master is not None:
         settings["spark.master"] = config.spark.master
     if is_local_master(config.spark.master):
