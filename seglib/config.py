@@ -402,7 +402,7 @@ class SelectionConfig(_Strict):
         description="A candidate whose smallest segment is below this share is rejected.",
     )
     min_stability: float = Field(
-        default=0.7,
+        default=0.6,
         ge=-1,
         le=1,
         description="Mean adjusted Rand index between the fit on all rows and fits on bootstrap resamples.",

@@ -290,7 +290,7 @@ def test_k_selection_picks_the_planted_number_of_personas(spark, pipeline_run):
     assert [row["k"] for row in candidates if row["chosen"]] == [5] == [run["k"]] == [report.clustering.k]
     assert run["k_chosen_by"] == "auto" and "highest silhouette" in run["selection_reason"]
     chosen = next(row for row in candidates if row["chosen"])
-    assert chosen["eligible"] and chosen["stability"] >= 0.7
+    assert chosen["eligible"] and chosen["stability"] >= config.cluster.selection.min_stability
     assert chosen["silhouette"] == max(row["silhouette"] for row in candidates if row["eligible"])
     assert "<- chosen" in report.clustering.format()
 
