@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pyspark.ml.evaluation import ClusteringEvaluator
@@ -35,6 +35,7 @@ from seglib.clustering import (
     centers_of,
     contingency,
     fit_clusters,
+    literal_map,
     load_model,
     novelty_threshold,
     select_k,
@@ -140,7 +141,7 @@ def assign(embeddings: DataFrame, model: ClusteringModel, state: SegmentationSta
     their segments; novel customers get segment NOVEL_SEGMENT_ID and keep the model's choice beside it."""
     columns = assignment_columns(F.col(EMBEDDING_COLUMN), F.col(PREDICTION), state.centers, state.segment_of)
     novel = F.col(ERROR_COLUMN) > F.lit(state.novelty_threshold)
-    names = F.create_map(*[F.lit(value) for pair in state.names.items() for value in pair])
+    names = literal_map(state.names)
     return (
         model.transform(embeddings)
         .select(
@@ -175,6 +176,11 @@ def embedding_vectors(embeddings: DataFrame) -> DataFrame:
         ERROR_COLUMN,
         array_to_vector(F.col(EMBEDDING_COLUMN)).alias("_vector"),
     )
+
+
+def segment_counts(segments: DataFrame) -> dict[int, int]:
+    """Customers per segment id (novel customers under NOVEL_SEGMENT_ID): k + 1 rows to the driver."""
+    return {row["segment_id"]: int(row["count"]) for row in segments.groupBy("segment_id").count().collect()}
 
 
 def single_model_version(embeddings: DataFrame, table: str, snapshot: dt.date) -> str:
@@ -289,18 +295,10 @@ def _match_to_previous(
     )
     overlap = contingency(common, PREDICTION, "segment_id")
     shared = sum(overlap.values())
-    new_sizes: dict[int, int] = {}
-    old_sizes: dict[int, int] = {}
-    for (new, old_id), count in overlap.items():
-        new_sizes[new] = new_sizes.get(new, 0) + count
-        old_sizes[old_id] = old_sizes.get(old_id, 0) + count
     ari = adjusted_rand_index(overlap) if shared else None
     settings = config.cluster.identity
-    if (
-        shared >= settings.min_common_share * min(sum(sizes.values()), max(sum(old_sizes.values()), 1))
-        and shared
-    ):
-        similarity, basis = jaccard_matrix(overlap, new_sizes, old_sizes), "members"
+    if shared and shared >= settings.min_common_share * min(sum(sizes.values()), shared):
+        similarity, basis = jaccard_matrix(overlap), "members"
     else:
         provisional = collect_profiles(
             segment_profiles(members.withColumn("segment_id", F.col(PREDICTION)), feature_names)
@@ -348,7 +346,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     )
     labelled_members = members.withColumn(
         "segment_id",
-        F.create_map(*[F.lit(v) for pair in matching.segment_of.items() for v in pair])[F.col(PREDICTION)],
+        literal_map(matching.segment_of)[F.col(PREDICTION)],
     ).drop(PREDICTION)
     profiles = segment_profiles(labelled_members, feature_names).cache()
     by_segment = collect_profiles(profiles)
@@ -362,32 +360,29 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
         centers=dict(enumerate(centers_of(model))),
         names={segment_id: name.name for segment_id, name in names.items()},
         novelty_threshold=threshold,
+        # The reference distributions are filled in below, from the segments this state assigns.
         segment_shares={},
         feature_edges={},
         feature_shares={},
     )
-    segments = assign(vectors, model, state).select(
-        "*", F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")
+    stamp = [F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")]
+    warehouse.write_snapshot(
+        assign(vectors, model, state).select("*", *stamp), database, SEGMENTS_TABLE, snapshot
     )
-    warehouse.write_snapshot(segments, database, SEGMENTS_TABLE, snapshot)
     segments = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot)
-    total = segments.count()
-    shares = {
-        row["segment_id"]: row["count"] / total for row in segments.groupBy("segment_id").count().collect()
-    }
+    # One aggregation gives the customer count, the shares and the novel count.
+    counts = segment_counts(segments)
+    total = sum(counts.values())
     edges = decile_edges(features, feature_names)
-    state = SegmentationState(
-        **{
-            **state.__dict__,
-            "segment_shares": shares,
-            "feature_edges": edges,
-            "feature_shares": bin_shares(features, edges),
-        }
+    state = replace(
+        state,
+        segment_shares={segment: count / total for segment, count in counts.items()},
+        feature_edges=edges,
+        feature_shares=bin_shares(features, edges),
     )
     save_state(spark, config, state, model)
 
-    name_map = F.create_map(*[F.lit(v) for pair in state.names.items() for v in pair])
-    stamp = [F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")]
+    name_map = literal_map(state.names)
     warehouse.write_snapshot(
         profiles.select(
             "segment_id",
@@ -447,7 +442,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
             )
         )
     )
-    novel = int(segments.where("is_novel").count())
+    novel = counts.get(NOVEL_SEGMENT_ID, 0)
     result = ClusterResult(
         snapshot=snapshot,
         model_version=version,

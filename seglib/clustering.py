@@ -235,6 +235,11 @@ def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) 
     return Selection(candidates, best.k, reason)
 
 
+def literal_map(mapping: Mapping[Any, Any]) -> Column:
+    """A small driver-side dict as a Spark map literal, to look values up in a Column expression."""
+    return F.create_map(*[F.lit(item) for pair in mapping.items() for item in pair])
+
+
 def euclidean_distance(left: Column, right: Column) -> Column:
     """Distance between two equal-length numeric arrays, as a Column (no Python UDF)."""
     squares = F.zip_with(left, right, lambda a, b: (a - b) * (a - b))
@@ -247,7 +252,7 @@ def assignment_columns(
     """Per customer: its segment, the distance to that segment's centre, the second-nearest segment and
     the confidence margin 1 - d(own) / d(second) (near 0: on the border; negative only when a mixture
     put the customer with a farther centre)."""
-    mapping = F.create_map(*[F.lit(value) for pair in segment_of.items() for value in pair])
+    mapping = literal_map(segment_of)
     distances = F.array(
         *[
             F.struct(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
+from typing import TypeVar
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+Bin = TypeVar("Bin", bound=Hashable)
 MISSING_BIN = -1
 DECILES = [index / 10 for index in range(1, 10)]
 _FLOOR = 1e-4  # a share of zero would make the index infinite
@@ -45,7 +47,7 @@ def bin_shares(frame: DataFrame, edges: Mapping[str, list[float]]) -> dict[str, 
     return shares
 
 
-def population_stability(reference: Mapping[int | str, float], current: Mapping[int | str, float]) -> float:
+def population_stability(reference: Mapping[Bin, float], current: Mapping[Bin, float]) -> float:
     """PSI = sum over bins of (current - reference) * ln(current / reference), shares floored at 1e-4."""
     total = 0.0
     for key in set(reference) | set(current):

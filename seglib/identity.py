@@ -21,10 +21,14 @@ class Matching:
         return sorted(set(self.segment_of.values()) - set(self.similarity))
 
 
-def jaccard_matrix(
-    overlap: Mapping[tuple[int, int], int], new_sizes: Mapping[int, int], old_sizes: Mapping[int, int]
-) -> dict[tuple[int, int], float]:
-    """Jaccard of members for every (new cluster, old segment) pair, sizes counted on shared customers."""
+def jaccard_matrix(overlap: Mapping[tuple[int, int], int]) -> dict[tuple[int, int], float]:
+    """Jaccard of members for every (new cluster, old segment) pair of the contingency table, the
+    sizes counted on the customers both snapshots hold (the table's margins)."""
+    new_sizes: dict[int, int] = {}
+    old_sizes: dict[int, int] = {}
+    for (new, old), count in overlap.items():
+        new_sizes[new] = new_sizes.get(new, 0) + count
+        old_sizes[old] = old_sizes.get(old, 0) + count
     return {
         (new, old): count / (new_sizes[new] + old_sizes[old] - count)
         for (new, old), count in overlap.items()

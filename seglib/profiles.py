@@ -16,6 +16,7 @@ from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from seglib.clustering import literal_map
 from seglib.config import SurrogateConfig
 from seglib.errors import ConfigError
 
@@ -372,7 +373,7 @@ def surrogate_tree(
     coverage (share of the segment's customers in the leaf) and precision."""
     segment_ids = sorted(row[0] for row in members.select("segment_id").distinct().collect())
     label_of = {segment_id: float(index) for index, segment_id in enumerate(segment_ids)}
-    labels = F.create_map(*[F.lit(value) for pair in label_of.items() for value in pair])
+    labels = literal_map(label_of)
     filled = members.select(
         labels[F.col("segment_id")].alias("_label"),
         F.xxhash64("customer_id").alias("_hash"),

@@ -23,6 +23,7 @@ from seglib.cluster import (
     assign,
     embedding_vectors,
     load_state,
+    segment_counts,
 )
 from seglib.config import SeglibConfig
 from seglib.drift import bin_shares, population_stability
@@ -132,23 +133,18 @@ def upsert_segments(warehouse: Warehouse, config: SeglibConfig, scored: DataFram
 
 
 def measure_drift(
-    state: SegmentationState, scored: DataFrame, current_features: DataFrame, config: SeglibConfig
+    state: SegmentationState, counts: dict[int, int], current_features: DataFrame, config: SeglibConfig
 ) -> DriftReport:
+    """`counts`: the scored customers per segment id (segment_counts)."""
     settings = config.score.drift
-    total = scored.count()
-    counts = {row["segment_id"]: row["count"] for row in scored.groupBy("segment_id").count().collect()}
+    total = sum(counts.values())
     current_shares = {segment: count / max(total, 1) for segment, count in counts.items()}
-    reference_shares = dict(state.segment_shares)
+    reference_shares = state.segment_shares
     segments = sorted(set(reference_shares) | set(current_shares))
-    segment_psi = population_stability(
-        {k: v for k, v in reference_shares.items()}, {k: v for k, v in current_shares.items()}
-    )
+    segment_psi = population_stability(reference_shares, current_shares)
     current_bins = bin_shares(current_features, state.feature_edges)
     feature_psi = {
-        name: population_stability(
-            {k: v for k, v in state.feature_shares[name].items()},
-            {k: v for k, v in current_bins[name].items()},
-        )
+        name: population_stability(state.feature_shares[name], current_bins[name])
         for name in sorted(state.feature_edges)
     }
     novel_share = current_shares.get(NOVEL_SEGMENT_ID, 0.0)
@@ -243,7 +239,8 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
         F.col("model_version") == F.lit(version)
     )
     current_features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot)
-    report = measure_drift(state, current, current_features, config)
+    counts = segment_counts(current)
+    report = measure_drift(state, counts, current_features, config)
     record = spark.createDataFrame(drift_rows(report, config), DRIFT_SCHEMA).select(
         "*",
         F.lit(segmentation_snapshot).alias("segmentation_snapshot"),
@@ -253,6 +250,5 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     warehouse.write_snapshot(record, database, DRIFT_TABLE, snapshot)
     for text in report.warnings:
         log.warning("drift in snapshot %s: %s", snapshot, text)
-    customers = current.count()
-    novel = current.where("is_novel").count()
+    customers, novel = sum(counts.values()), counts.get(NOVEL_SEGMENT_ID, 0)
     return ScoreResult(snapshot, segmentation_snapshot, version, customers, novel, report)

@@ -110,8 +110,7 @@ def test_hungarian_matching_keeps_the_ids_of_the_same_groups_and_numbers_new_one
     # New clusters 0, 1, 2: 0 is the old segment 5, 1 the old segment 3, 2 overlaps nothing well.
     overlap = {(0, 5): 90, (0, 3): 10, (1, 3): 80, (1, 5): 5, (2, 3): 15, (2, 5): 5}
     new_sizes = {0: 100, 1: 85, 2: 20}
-    old_sizes = {5: 100, 3: 105}
-    similarity = jaccard_matrix(overlap, new_sizes, old_sizes)
+    similarity = jaccard_matrix(overlap)
     assert similarity[(0, 5)] == pytest.approx(90 / 110)
     matching = match_segments([0, 1, 2], new_sizes, similarity, [3, 5], 0.3, next_id=9, basis="members")
     assert matching.segment_of == {0: 5, 1: 3, 2: 9}
