@@ -26,7 +26,7 @@ SIGNIFICANCE_LEVEL = 0.01
 TOP_FEATURES = 5
 
 
-def segment_profiles(members: DataFrame, feature_names: list[str], tests: int | None = None) -> DataFrame:
+def segment_profiles(members: DataFrame, feature_names: list[str]) -> DataFrame:
     """Per segment and feature (a long table): size and share; mean and median of the unscaled feature
     in the segment and in the population; lift; the standardized difference (in population standard
     deviations); Welch's t against the rest of the population and whether it is significant at 1%
@@ -58,7 +58,7 @@ def segment_profiles(members: DataFrame, feature_names: list[str], tests: int | 
         .withColumn("segment_share", F.col("segment_size") / F.col("_customers"))
     )
     segments = sizes.count()
-    critical = float(norm.isf(SIGNIFICANCE_LEVEL / 2 / max(tests or segments * len(feature_names), 1)))
+    critical = float(norm.isf(SIGNIFICANCE_LEVEL / 2 / max(segments * len(feature_names), 1)))
     n, rest_n = F.col("_n"), F.col("_population_n") - F.col("_n")
     mean = F.col("_sum") / n
     variance = F.greatest(F.col("_squares") / n - mean * mean, F.lit(0.0))
