@@ -282,10 +282,8 @@ def _match_to_previous(
         return match_segments(clusters, sizes, {}, [], 1.0, 0, "first run"), None, {}
     old = warehouse.read_snapshot(database, SEGMENTS_TABLE, previous).where(F.col("segment_id") >= 0)
     catalog = warehouse.read(database, CATALOG_TABLE)
-    old_names = {
-        row["segment_id"]: row["segment_name"]
-        for row in catalog.where(F.col(SNAPSHOT_COLUMN) == F.lit(previous)).collect()
-    }
+    previous_catalog = catalog.where(F.col(SNAPSHOT_COLUMN) == F.lit(previous)).collect()
+    old_names = {row["segment_id"]: row["segment_name"] for row in previous_catalog}
     # Ids are never reused: fresh ones start above every id of the other snapshots (not this one's, so
     # that a rerun of this snapshot hands out the same ids).
     highest = catalog.where(F.col(SNAPSHOT_COLUMN) != F.lit(snapshot)).agg(F.max("segment_id")).first()
@@ -297,7 +295,9 @@ def _match_to_previous(
     shared = sum(overlap.values())
     ari = adjusted_rand_index(overlap) if shared else None
     settings = config.cluster.identity
-    if shared and shared >= settings.min_common_share * min(sum(sizes.values()), shared):
+    # Members decide when enough customers are in both snapshots: the smaller population's share.
+    previous_customers = sum(row["segment_size"] for row in previous_catalog)
+    if shared and shared >= settings.min_common_share * min(sum(sizes.values()), previous_customers):
         similarity, basis = jaccard_matrix(overlap), "members"
     else:
         provisional = collect_profiles(
