@@ -200,6 +200,12 @@ def test_k_selection_finds_planted_clusters_and_rejects_tiny_segments(spark):
     assert by_k[4].stability > 0.95 and by_k[4].smallest_share == pytest.approx(0.25, abs=0.01)
     assert by_k[4].silhouette > by_k[3].silhouette and by_k[4].silhouette > by_k[5].silhouette
     assert "k=4" in selection.format() and "highest silhouette" in selection.reason
+    from pyspark.sql import Row
+
+    from seglib.report import selection_chart
+
+    chart = selection_chart([Row(**row) for row in selection.as_rows()])
+    assert chart[:8] == b"\x89PNG\r\n\x1a\n" and len(chart) > 10_000
 
 
 def test_surrogate_tree_explains_segments_with_readable_rules(spark):
