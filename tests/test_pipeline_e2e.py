@@ -178,8 +178,15 @@ def test_model_directory_holds_weights_metadata_and_history(pipeline_run):
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert (model_dir / "model.pt").stat().st_size > 1000
     assert metadata["workers"] == 2
-    assert len(metadata["history"]) == config.train.epochs
-    assert metadata["history"][-1]["loss"] < metadata["history"][0]["loss"]
+    history = metadata["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert len(history) <= config.train.epochs
+    if len(history) < config.train.epochs:
+        # Stopped early: only allowed after `patience` epochs without a relative improvement on the best.
+        patience, min_delta = config.train.patience, config.train.min_delta
+        validation = [epoch["validation_loss"] for epoch in history]
+        best_before = min(validation[:-patience])
+        assert min(validation[-patience:]) >= best_before * (1.0 - min_delta)
     assert (root / "models" / "autoencoder" / "LATEST").read_text().strip() == trained.version
 
 
