@@ -418,7 +418,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
         warehouse.write_snapshot(
             spark.createDataFrame(
                 selection.as_rows(),
-                "k int, silhouette double, smallest_share double, stability double, eligible boolean, "
+                "k int, silhouette double, smallest_share double, prediction_strength double, eligible boolean, "
                 "note string, chosen boolean",
             ).select("*", *stamp),
             database,

@@ -391,7 +391,7 @@ class TrainConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    """How `cluster.k: auto` picks k: silhouette among the candidates that pass the share and stability bars."""
+    """How `cluster.k: auto` picks k: the largest k whose segments are big enough, reproducible and separated."""
 
     k_min: int = Field(default=2, ge=2, le=1000)
     k_max: int = Field(default=8, ge=2, le=1000)
@@ -401,13 +401,27 @@ class SelectionConfig(_Strict):
         lt=0.5,
         description="A candidate whose smallest segment is below this share is rejected.",
     )
-    min_stability: float = Field(
-        default=0.6,
+    min_prediction_strength: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description=(
+            "Least prediction strength (the weakest segment's share of customer pairs that a fit on the "
+            "other half of the sample also puts together); 0.8 to 0.9 is the usual bar."
+        ),
+    )
+    min_silhouette: float = Field(
+        default=0.25,
         ge=-1,
         le=1,
-        description="Mean adjusted Rand index between the fit on all rows and fits on bootstrap resamples.",
+        description="Least silhouette: below 0.25 there is little clustered structure.",
     )
-    bootstrap: int = Field(default=3, ge=1, le=50, description="Bootstrap refits per candidate k.")
+    splits: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Random half-splits of the sample per candidate k (two fits each).",
+    )
     sample_rows: int = Field(
         default=20_000, ge=100, description="Customers sampled (once) to score the candidates."
     )

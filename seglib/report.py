@@ -146,7 +146,7 @@ def selection_chart(candidates: list[Row]) -> bytes:
     ks = [row["k"] for row in candidates]
     figure, axes = plt.subplots(figsize=(7, 3.6))
     axes.plot(ks, [row["silhouette"] for row in candidates], marker="o", label="silhouette")
-    axes.plot(ks, [row["stability"] for row in candidates], marker="s", label="bootstrap stability (ARI)")
+    axes.plot(ks, [row["prediction_strength"] for row in candidates], marker="s", label="prediction strength")
     axes.plot(ks, [row["smallest_share"] for row in candidates], marker="^", label="smallest segment share")
     for row in candidates:
         if row["chosen"]:

@@ -16,7 +16,10 @@ from seglib.clustering import (
     centers_of,
     euclidean_distance,
     fit_clusters,
+    kmeans_plus_plus,
     load_model,
+    local_kmeans,
+    prediction_strength,
     select_k,
 )
 from seglib.config import ClusterConfig, SurrogateConfig
@@ -184,22 +187,36 @@ def test_custom_rules_file_names_segments_and_a_broken_one_is_refused(tmp_path):
         load_naming_rules(str(path))
 
 
-def test_k_selection_finds_planted_clusters_and_rejects_tiny_segments(spark):
+def test_prediction_strength_is_the_weakest_segments_share_of_pairs_kept_together():
+    # Segment "a" (4 customers) is split 3 + 1 by the other half's model: 3*2 of its 4*3 ordered pairs
+    # stay together. Segment "b" (2 customers) stays whole.
+    counts = {("a", 0): 3, ("a", 1): 1, ("b", 1): 2}
+    assert prediction_strength(counts) == pytest.approx(0.5)
+    assert prediction_strength({("a", 0): 5, ("b", 1): 5}) == 1.0
+    assert prediction_strength({("a", 0): 1, ("b", 0): 3}) == 0.0  # a one-customer segment has no pairs
+
+
+def test_k_selection_finds_planted_clusters_that_silhouette_alone_would_merge(spark):
     generator = random.Random(5)
-    centers = [(0.0, 0.0, 0.0), (6.0, 0.0, 0.0), (0.0, 6.0, 0.0), (0.0, 0.0, 6.0)]
+    # Two of the four groups lie close together: silhouette alone prefers to merge them.
+    centers = [(0.0, 0.0, 0.0), (8.0, 0.0, 0.0), (0.0, 8.0, 0.0), (3.0, 0.0, 0.0)]
     rows = [(f"c{index}", [c + generator.gauss(0, 0.8) for c in centers[index % 4]]) for index in range(400)]
     vectors = spark.createDataFrame(rows, "customer_id string, embedding array<double>").select(
         "customer_id", array_to_vector("embedding").alias("v")
     )
     settings = ClusterConfig.model_validate(
-        {"restarts": 3, "selection": {"k_min": 3, "k_max": 5, "bootstrap": 2, "min_segment_share": 0.1}}
+        {"restarts": 3, "selection": {"k_min": 2, "k_max": 6, "splits": 1, "min_segment_share": 0.1}}
     )
     selection = select_k(vectors, "v", settings)
     assert selection.k == 4
     by_k = {candidate.k: candidate for candidate in selection.candidates}
-    assert by_k[4].stability > 0.95 and by_k[4].smallest_share == pytest.approx(0.25, abs=0.01)
-    assert by_k[4].silhouette > by_k[3].silhouette and by_k[4].silhouette > by_k[5].silhouette
-    assert "k=4" in selection.format() and "highest silhouette" in selection.reason
+    assert by_k[4].prediction_strength > 0.95 and by_k[4].smallest_share == pytest.approx(0.25, abs=0.01)
+    # Merging planted groups reproduces (k=2, 3 pass); splitting one does not (5, 6 fail).
+    assert by_k[2].eligible and by_k[3].eligible
+    assert by_k[5].prediction_strength < 0.8 and by_k[6].prediction_strength < 0.8
+    assert not by_k[5].eligible and not by_k[6].eligible
+    assert by_k[3].silhouette > by_k[4].silhouette > by_k[5].silhouette
+    assert "k=4" in selection.format() and "largest k of the 3 of 5 candidates" in selection.reason
     from pyspark.sql import Row
 
     from seglib.report import selection_chart
@@ -246,6 +263,23 @@ def test_population_stability_is_zero_for_the_same_distribution_and_grows_with_s
     assert population_stability(base, bin_shares(same, edges)["x"]) < 0.05
     assert population_stability(base, bin_shares(shifted, edges)["x"]) > 0.5
     assert population_stability({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5}) == 0.0
+
+
+def test_kmeans_seeding_reaches_planted_centres_of_unequal_groups():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    truth = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [5.0, 5.0]])
+    sizes = [600, 300, 150, 80, 40]  # a small group is easy to miss with uniform random starts
+    points = np.concatenate(
+        [rng.normal(center, 0.8, size=(n, 2)) for center, n in zip(truth, sizes, strict=True)]
+    )
+    seeds = kmeans_plus_plus(points, 5, rng)
+    assert len({tuple(seed) for seed in seeds}) == 5
+    centers, cost = local_kmeans(points, seeds, 100)
+    # A missed group leaves its planted centre 5 or more away from every fitted one.
+    assert max(min(np.linalg.norm(center - expected) for center in centers) for expected in truth) < 1.0
+    assert cost < 1.1 * 2 * 0.8**2 * len(points)  # close to the planted within-group variance
 
 
 @pytest.mark.parametrize("algorithm", ["kmeans", "bisecting_kmeans", "gaussian_mixture"])

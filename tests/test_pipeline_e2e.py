@@ -58,9 +58,7 @@ def best_ari_when_two_personas_are_merged(personas: list[str]) -> float:
 @pytest.fixture(scope="module")
 def pipeline_run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    # k is fixed: automatic k on these 1,500-customer embeddings chose 3 instead of the 5 personas in
-    # 2 of 4 runs (silhouette 0.71 at k=3 vs 0.67 at k=5 in one); see the k-selection unit test.
-    config = suite_config(root, "seg_e2e", "generate.customers=1500", "generate.partitions=2", "cluster.k=5")
+    config = suite_config(root, "seg_e2e", "generate.customers=1500", "generate.partitions=2")
     report = run_pipeline(spark, config)
     return config, report, root
 
@@ -289,11 +287,20 @@ def majority_segment_of_each_persona(spark, config, snapshot) -> dict[str, tuple
     return {persona: (segment, name) for persona, (_, segment, name) in best.items()}
 
 
-def test_a_fixed_k_is_recorded_as_chosen_by_config(spark, pipeline_run):
+def test_automatic_k_picks_the_number_of_planted_personas(spark, pipeline_run):
     config, report, _ = pipeline_run
-    run = spark.table(f"{config.storage.database}.segmentation_runs").first()
-    assert (run["k"], run["k_chosen_by"], run["selection_reason"]) == (5, "config", "cluster.k = 5")
-    assert report.clustering.selection is None and report.clustering.k == 5
+    database = config.storage.database
+    run = spark.table(f"{database}.segmentation_runs").first()
+    assert (run["k"], run["k_chosen_by"]) == (5, "auto")
+    assert run["selection_reason"].startswith("largest k of the ")
+    candidates = {row["k"]: row for row in spark.table(f"{database}.segment_k_selection").collect()}
+    assert sorted(candidates) == list(range(2, 9))
+    assert [k for k, row in candidates.items() if row["chosen"]] == [5]
+    # Every larger k splits a persona, and the split does not reproduce on independent halves.
+    assert all(not candidates[k]["eligible"] for k in range(6, 9))
+    assert all(candidates[k]["prediction_strength"] < 0.9 for k in range(6, 9))
+    assert candidates[5]["prediction_strength"] >= 0.9
+    assert report.clustering.selection is not None and report.clustering.selection.k == 5
 
 
 def test_each_customer_has_a_named_segment_a_second_choice_and_a_margin(spark, pipeline_run):
@@ -345,7 +352,7 @@ def test_the_report_is_self_contained_and_renders_in_headless_chromium(spark, pi
     assert page == root / "reports" / "2025-12-31" / "report.html"
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text
-    for chart in ("segment_sizes", "feature_lifts", "embedding_map"):
+    for chart in ("segment_sizes", "feature_lifts", "embedding_map", "k_selection"):
         assert (page.parent / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f'id="{chart}"' in text
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -361,7 +368,7 @@ def test_the_report_is_self_contained_and_renders_in_headless_chromium(spark, pi
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     cards = re.findall(r'class="card"[^>]*data-segment="(\d+)"', dom.stdout)
     assert sorted(int(card) for card in cards) == list(range(5))
-    assert dom.stdout.count("data:image/png;base64,") == 3  # no k-selection chart for a fixed k
+    assert dom.stdout.count("data:image/png;base64,") == 4  # sizes, lifts, embeddings, k selection
     screenshot = tmp_path / "report.png"
     subprocess.run(
         [*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120, check=True
@@ -464,6 +471,8 @@ def test_a_retrain_on_a_later_snapshot_keeps_the_ids_and_names_of_the_same_perso
     assert stayed / sum(row["customers"] for row in moves) > 0.85
     run = spark.table(f"{database}.segmentation_runs").where("snapshot_date = DATE'2026-01-31'").first()
     assert (run["kept_segments"], run["new_segments"]) == (5, 0)
+    assert (run["k"], run["k_chosen_by"], run["selection_reason"]) == (5, "config", "cluster.k = 5")
+    assert result.selection is None
 
 
 def test_drift_rises_and_asks_for_retraining_when_the_persona_mix_shifts(spark, pipeline_run):
