@@ -122,6 +122,19 @@ def local_kmeans(points: np.ndarray, centers: np.ndarray, max_iter: int) -> tupl
     return centers, float(_squared_distances(points, centers).min(axis=1).sum())
 
 
+def best_local_kmeans(points: np.ndarray, k: int, seed: int, restarts: int, max_iter: int) -> np.ndarray:
+    """The lowest-cost centres of `restarts` greedy k-means++ seedings, each followed by Lloyd's iterations."""
+    best_centers, best_cost = None, math.inf
+    for restart in range(restarts):
+        seeds = kmeans_plus_plus(points, k, np.random.default_rng(seed + restart))
+        centers, cost = local_kmeans(points, seeds, max_iter)
+        log.debug("kmeans k=%d restart %d: sample cost %.4f", k, restart + 1, cost)
+        if cost < best_cost:
+            best_centers, best_cost = centers, cost
+    assert best_centers is not None
+    return best_centers
+
+
 def _row_to_mllib_vector(row: Any) -> Any:
     from pyspark.mllib.linalg import Vectors
 
@@ -154,14 +167,7 @@ def _fit_kmeans(
     points = np.array([row[0].toArray() for row in seeding.collect()], dtype=np.float64)
     if len(points) < k:
         raise ValueError(f"cannot form {k} segments from {len(points)} customers")
-    best_centers, best_cost = None, math.inf
-    for restart in range(restarts):
-        seeds = kmeans_plus_plus(points, k, np.random.default_rng(seed + restart))
-        centers, cost = local_kmeans(points, seeds, max_iter)
-        log.debug("kmeans k=%d restart %d: sample cost %.4f", k, restart + 1, cost)
-        if cost < best_cost:
-            best_centers, best_cost = centers, cost
-    assert best_centers is not None
+    best_centers = best_local_kmeans(points, k, seed, restarts, max_iter)
     fitted = MLlibKMeans.train(
         column.rdd.map(_row_to_mllib_vector),
         k,
@@ -298,8 +304,37 @@ def _split_strength(
     return sum(strengths) / len(strengths)
 
 
+def _local_split_strength(
+    points: np.ndarray, settings: ClusterConfig, k: int, split: int, restarts: int
+) -> float:
+    """`_split_strength` for k-means on the driver-side sample: each half is clustered exactly as
+    `fit_clusters` seeds and refines, without a Spark job per fit (the sample is bounded by
+    `selection.sample_rows`, and dozens of fits per candidate would be mostly scheduling)."""
+    seed = settings.seed + 1000 * k + split
+    order = np.random.default_rng(seed).permutation(len(points))
+    halves = [points[order[: len(points) // 2]], points[order[len(points) // 2 :]]]
+    centers = [
+        best_local_kmeans(half, k, seed + 17 * index, restarts, settings.max_iter)
+        for index, half in enumerate(halves)
+    ]
+    strengths = []
+    for test, other in ((0, 1), (1, 0)):
+        own = _squared_distances(halves[test], centers[test]).argmin(axis=1)
+        predicted = _squared_distances(halves[test], centers[other]).argmin(axis=1)
+        pairs, counts = np.unique(np.stack([own, predicted], axis=1), axis=0, return_counts=True)
+        strengths.append(
+            prediction_strength({(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)})
+        )
+    return sum(strengths) / len(strengths)
+
+
 def _score_candidate(
-    sample: DataFrame, features_column: str, settings: ClusterConfig, k: int, restarts: int
+    sample: DataFrame,
+    points: np.ndarray | None,
+    features_column: str,
+    settings: ClusterConfig,
+    k: int,
+    restarts: int,
 ) -> Candidate:
     selection = settings.selection
     model = fit_clusters(sample, features_column, settings, k, restarts)
@@ -310,13 +345,13 @@ def _score_candidate(
         featuresCol=features_column, predictionCol=PREDICTION, metricName="silhouette"
     )
     silhouette = float(evaluator.evaluate(assigned))
-    strength = (
-        sum(
-            _split_strength(sample, features_column, settings, k, split, restarts)
-            for split in range(selection.splits)
-        )
-        / selection.splits
-    )
+    strengths = [
+        _local_split_strength(points, settings, k, split, restarts)
+        if points is not None
+        else _split_strength(sample, features_column, settings, k, split, restarts)
+        for split in range(selection.splits)
+    ]
+    strength = sum(strengths) / len(strengths)
     problems = []
     if smallest < selection.min_segment_share:
         problems.append(f"a segment holds {smallest:.1%} < {selection.min_segment_share:.1%}")
@@ -342,7 +377,7 @@ def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) 
     least `min_prediction_strength`) and there is clustered structure (silhouette at least
     `min_silhouette`). Largest, because the bars reject a k that splits real groups, while a k that
     merges two real groups passes them and usually scores a *higher* silhouette (measured on the
-    generated personas: silhouette alone chose 4 for 5 personas in two of three trainings). When no k
+    generated personas: silhouette alone chose 4 for 5 personas in two of four trainings). When no k
     passes, the highest silhouette of all, with the reason saying so.
     """
     selection: SelectionConfig = settings.selection
@@ -355,12 +390,18 @@ def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) 
     # per-task overhead down (the table may arrive in many small files).
     sample = sample.repartition(vectors.sparkSession.sparkContext.defaultParallelism).cache()
     restarts = settings.restarts
+    # k-means halves are clustered on the driver (see _local_split_strength); the sample is bounded.
+    points = (
+        np.array([row[0].toArray() for row in sample.collect()], dtype=np.float64)
+        if settings.algorithm == "kmeans"
+        else None
+    )
     # The candidates are independent and each runs many tiny Spark jobs: scoring a few at once keeps
     # the executors busy while the driver schedules (Spark runs jobs from several threads).
     with ThreadPoolExecutor(max_workers=4) as pool:
         candidates = list(
             pool.map(
-                lambda k: _score_candidate(sample, features_column, settings, k, restarts),
+                lambda k: _score_candidate(sample, points, features_column, settings, k, restarts),
                 range(selection.k_min, selection.k_max + 1),
             )
         )
