@@ -289,6 +289,15 @@ class FeaturesConfig(_Strict):
         ge=0,
         description="Stop when the snapshot is more than this many days after the last transaction.",
     )
+    min_rate_support: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Conversion rates (add-to-cart rate, view-to-purchase, cart abandonment) of a customer with fewer "
+            "visits, views or carts than this are left empty and get the population median: a rate over one "
+            "or two visits is 0 or 1 and splits otherwise alike customers into artificial groups."
+        ),
+    )
     refit: bool = Field(default=False, description="Refit the saved preprocessing pipeline.")
 
     @field_validator("windows_days")

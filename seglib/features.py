@@ -78,6 +78,7 @@ class FeatureSettings:
     channels: tuple[str, ...] = ()
     event_types: dict[str, list[str]] = field(default_factory=dict)
     session_gap_minutes: int = 30
+    min_rate_support: int = 3
 
 
 def slug_column(prefix: str, value: str) -> str:
@@ -115,6 +116,12 @@ def days_before(moment: Column, snapshot: dt.date) -> Column:
 
 def safe_ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator / denominator).otherwise(F.lit(0.0))
+
+
+def supported_ratio(numerator: Column, denominator: Column, support: int) -> Column:
+    """A rate only where its denominator reaches `support` (null below: imputed later), because a rate
+    over one or two events is 0 or 1 and would set customers apart on noise."""
+    return F.when(denominator >= support, numerator / denominator)
 
 
 def _count_if(condition: Column) -> Column:
@@ -375,9 +382,10 @@ def event_feature_specs(columns: list[str], settings: FeatureSettings) -> list[F
             spec("searches", "browsing", "log1p", "zero", "search events"),
             spec("add_to_carts", "browsing", "log1p", "zero", "add-to-cart events"),
             spec("purchase_events", "browsing", "log1p", "zero", "purchase events"),
-            spec("add_to_cart_rate", "conversion", "scale", "zero", "visits with an add-to-cart / visits"),
-            spec("view_to_purchase", "conversion", "scale", "zero", "purchase events / view events (at most 1)"),
-            spec("cart_abandonment", "conversion", "scale", "zero", "visits with a cart but no purchase / visits with a cart"),
+            # Rates need features.min_rate_support visits (views, carts); below it they are empty (imputed).
+            spec("add_to_cart_rate", "conversion", "scale", "impute", "visits with an add-to-cart / visits"),
+            spec("view_to_purchase", "conversion", "scale", "impute", "purchase events / view events (at most 1)"),
+            spec("cart_abandonment", "conversion", "scale", "impute", "visits with a cart but no purchase / visits with a cart"),
         ]  # fmt: skip
     if "category" in columns:
         specs.append(spec("distinct_browse_categories", "browsing", "log1p", "zero", "categories browsed"))
@@ -450,6 +458,7 @@ def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
         )
         totals = totals.join(browsed, "customer_id", "left")
 
+    support = settings.min_rate_support
     output: dict[str, Column] = {
         "sessions": F.col("sessions"),
         "events_per_session": safe_ratio(F.col("_events"), F.col("sessions")),
@@ -462,9 +471,12 @@ def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
             searches=F.col("_search"),
             add_to_carts=F.col("_add_to_cart"),
             purchase_events=F.col("_purchase"),
-            add_to_cart_rate=safe_ratio(F.col("_cart_sessions"), F.col("sessions")),
-            view_to_purchase=F.least(F.lit(1.0), safe_ratio(F.col("_purchase"), F.col("_view"))),
-            cart_abandonment=safe_ratio(F.col("_abandoned"), F.col("_cart_sessions")),
+            add_to_cart_rate=supported_ratio(F.col("_cart_sessions"), F.col("sessions"), support),
+            # least() skips nulls: the cap goes on the numerator so that a missing rate stays missing.
+            view_to_purchase=supported_ratio(
+                F.least(F.col("_purchase"), F.col("_view")), F.col("_view"), support
+            ),
+            cart_abandonment=supported_ratio(F.col("_abandoned"), F.col("_cart_sessions"), support),
         )
     if "category" in columns:
         output["distinct_browse_categories"] = F.coalesce(F.col("_browsed"), F.lit(0.0))
@@ -827,6 +839,7 @@ def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) 
         channels=tuple(channels),
         event_types={kind: list(values) for kind, values in events.event_types.items()} if events else {},
         session_gap_minutes=events.session_gap_minutes if events else 30,
+        min_rate_support=config.features.min_rate_support,
     )
 
 
