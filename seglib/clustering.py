@@ -180,6 +180,9 @@ def _fit_kmeans(
         context, [Vectors.dense(np.asarray(center, dtype=float)) for center in fitted.centers]
     )
     assert context._jvm is not None
+    # pyspark.ml has no public way to build a KMeansModel from centres; the Scala constructor taking an
+    # mllib model is private[ml], which Py4J reaches (public in bytecode). Pinned Spark 3.5; the
+    # fit-save-reload unit test and the scoring e2e test would catch a change.
     java_model = context._jvm.org.apache.spark.ml.clustering.KMeansModel(
         KMeansModel._randomUID(),
         context._jvm.org.apache.spark.mllib.clustering.KMeansModel(java_centers),
