@@ -290,7 +290,7 @@ def test_each_algorithm_finds_planted_centres_and_reloads(spark, tmp_path, algor
     frame = spark.createDataFrame(
         rows, "customer_id string, embedding array<double>, planted int"
     ).withColumn("v", array_to_vector("embedding"))
-    settings = ClusterConfig.model_validate({"algorithm": algorithm, "k": 3, "restarts": 2})
+    settings = ClusterConfig.model_validate({"algorithm": algorithm, "k": 3, "restarts": 1})
     model = fit_clusters(frame, "v", settings, 3)
     centers = centers_of(model)
     for expected in truth:
