@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Row, SparkSession
-from pyspark.sql import functions as F
 
 from seglib import store
 from seglib.cluster import CATALOG_TABLE, PROFILES_TABLE, RUNS_TABLE, SEGMENTS_TABLE, SELECTION_TABLE
@@ -264,16 +263,14 @@ def render_html(
 def segmentation_of(warehouse: Warehouse, database: str, snapshot: dt.date) -> dt.date:
     """The snapshot whose segmentation run describes `snapshot`: itself when it was clustered, else
     the one `seg score` used for it."""
-    if warehouse.exists(database, RUNS_TABLE):
-        runs = warehouse.read(database, RUNS_TABLE)
-        if not runs.where(F.col("snapshot_date") == F.lit(snapshot)).isEmpty():
-            return snapshot
+    if (
+        warehouse.exists(database, RUNS_TABLE)
+        and not warehouse.snapshot_rows(database, RUNS_TABLE, snapshot).isEmpty()
+    ):
+        return snapshot
     if warehouse.exists(database, DRIFT_TABLE):
         scored = (
-            warehouse.read(database, DRIFT_TABLE)
-            .where(F.col("snapshot_date") == F.lit(snapshot))
-            .select("segmentation_snapshot")
-            .first()
+            warehouse.snapshot_rows(database, DRIFT_TABLE, snapshot).select("segmentation_snapshot").first()
         )
         if scored is not None:
             return scored[0]  # type: ignore[no-any-return]
@@ -312,20 +309,13 @@ def report(spark: SparkSession, config: SeglibConfig) -> ReportResult:
         "feature_lifts": (lift_heatmap(catalog, profiles), "The features that set the segments apart"),
         "embedding_map": (embedding_map(points, catalog), "Where the segments lie in the embedding space"),
     }
-    if warehouse.exists(database, SELECTION_TABLE):
-        candidates = (
-            warehouse.read(database, SELECTION_TABLE)
-            .where(F.col("snapshot_date") == F.lit(segmentation_snapshot))
-            .orderBy("k")
-            .collect()
-        )
-        if candidates and run["k_chosen_by"] == "auto":
-            charts["k_selection"] = (selection_chart(candidates), "Candidates for the number of segments")
-    drift = (
-        warehouse.read(database, DRIFT_TABLE).where(F.col("snapshot_date") == F.lit(snapshot)).collect()
-        if warehouse.exists(database, DRIFT_TABLE)
-        else []
+    candidates = sorted(
+        warehouse.optional_snapshot_rows(database, SELECTION_TABLE, segmentation_snapshot),
+        key=lambda row: row["k"],
     )
+    if candidates and run["k_chosen_by"] == "auto":
+        charts["k_selection"] = (selection_chart(candidates), "Candidates for the number of segments")
+    drift = warehouse.optional_snapshot_rows(database, DRIFT_TABLE, snapshot)
     folder = report_folder(config, snapshot)
     written = []
     for name, (payload, _) in charts.items():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 from seglib import fs
@@ -112,8 +112,18 @@ class Warehouse:
         self.register(database, table)
         return self.spark.table(f"`{database}`.`{table}`")
 
+    def snapshot_rows(self, database: str, table: str, snapshot: dt.date) -> DataFrame:
+        """The table's rows of one snapshot (possibly none); the table must exist."""
+        return self.read(database, table).where(f"{SNAPSHOT_COLUMN} = DATE'{snapshot.isoformat()}'")
+
+    def optional_snapshot_rows(self, database: str, table: str, snapshot: dt.date) -> list[Row]:
+        """The snapshot's rows, collected; none when the table was never written (optional tables)."""
+        if not self.exists(database, table):
+            return []
+        return self.snapshot_rows(database, table, snapshot).collect()
+
     def read_snapshot(self, database: str, table: str, snapshot: dt.date) -> DataFrame:
-        df = self.read(database, table).where(f"{SNAPSHOT_COLUMN} = DATE'{snapshot.isoformat()}'")
+        df = self.snapshot_rows(database, table, snapshot)
         if df.isEmpty():
             raise InputDataError(
                 f"table {database}.{table} holds no rows for snapshot {snapshot}; run the stage that writes "
