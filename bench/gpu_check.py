@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import tempfile
@@ -81,14 +82,21 @@ def main() -> None:
         device="cuda",
     )
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    result = train_rank_torch_distributed(plan, converter, None, None)
-    if result.error:
-        raise SystemExit(f"gpu_check: seglib's training loop failed on the GPU:\n{result.error}")
-    epochs = [epoch["rows_per_second"] for epoch in result.history]
-    trainer = float(np.mean(epochs[1:] if len(epochs) > 1 else epochs))
-    print(
-        f"(b) seglib rank loop on {result.device}: {trainer:,.0f} rows/s (epochs {[round(e) for e in epochs]})"
-    )
+    rates: dict[str, float] = {}
+    for precision in ("auto", "float16"):  # auto: bfloat16 where supported; float16 runs the loss scaler
+        result = train_rank_torch_distributed(
+            dataclasses.replace(plan, precision=precision), converter, None, None
+        )
+        if result.error:
+            raise SystemExit(f"gpu_check: seglib's training loop failed on the GPU:\n{result.error}")
+        epochs = [epoch["rows_per_second"] for epoch in result.history]
+        losses = [round(epoch["loss"], 4) for epoch in result.history]
+        rates[result.precision] = float(np.mean(epochs[1:] if len(epochs) > 1 else epochs))
+        print(
+            f"(b) seglib rank loop on {result.device}, {result.precision}: {rates[result.precision]:,.0f} rows/s "
+            f"(epochs {[round(e) for e in epochs]}, losses {losses})"
+        )
+    trainer = max(rates.values())
 
     horovod_rate = float("nan")
     import horovod.torch as hvd
@@ -113,7 +121,7 @@ def main() -> None:
     print(
         f"RESULT gpu_plain_rows_per_s={gpu_limit:.0f} gpu_trainer_rows_per_s={trainer:.0f} "
         f"trainer_over_plain_gpu={trainer / gpu_limit:.3f} gpu_over_cpu={gpu_limit / cpu_limit:.2f} "
-        f"horovod_gpu_rows_per_s={horovod_rate:.0f}"
+        f"horovod_gpu_rows_per_s={horovod_rate:.0f} float16_scaled_rows_per_s={rates.get('float16', math.nan):.0f}"
     )
 
 

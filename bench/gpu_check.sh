@@ -6,8 +6,8 @@
 # Run it on any machine with an NVIDIA GPU and Java 17 (sets up .venv with scripts/setup.sh when
 # there is none). It checks CUDA is visible to PyTorch, then measures, in one run:
 #   (a) a plain PyTorch loop over a tensor on the GPU (the limit),
-#   (b) seglib's rank loop (Petastorm shard cached on the GPU, bfloat16 autocast, torch.distributed
-#       with NCCL) on one GPU,
+#   (b) seglib's rank loop (Petastorm shard cached on the GPU, torch.distributed with NCCL) on one GPU,
+#       with the default precision (bfloat16 where supported) and with loss-scaled float16,
 #   (c) the same plain loop on the CPU, for the GPU / CPU ratio,
 # and, when Horovod was built with CUDA (HOROVOD_GPU_OPERATIONS=NCCL), the Horovod launcher on all GPUs.
 set -euo pipefail

@@ -233,6 +233,12 @@ class GenerateConfig(_Strict):
     domain: Literal["ecommerce", "retail", "banking", "mobile_app", "healthcare"] = Field(
         default="ecommerce", description="Vocabulary and purchase/browse balance of the generated business."
     )
+    orders_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=20,
+        description="Multiplies every persona's mean number of orders (heavier buyers, for scale runs).",
+    )
     dirty_rate: float = Field(
         default=0.0,
         ge=0.0,
@@ -383,13 +389,27 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when a GPU is visible."
     )
-    mixed_precision: bool = Field(default=True, description="bfloat16 autocast on GPUs that support it.")
+    precision: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto",
+        description="auto: bfloat16 autocast on GPUs that have it, float16 with loss scaling on older GPUs, "
+        "float32 on CPUs.",
+    )
     seed: int = 17
     reader_workers: int = Field(default=2, ge=1, description="Petastorm reader threads per training worker.")
     progress: bool = Field(
         default=True, description="Print one line per epoch with losses, throughput and ETA."
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mixed_precision" in data:
+            raise ValueError(
+                "train.mixed_precision was replaced by train.precision: auto (bfloat16 on GPUs that have it, "
+                "float16 with loss scaling on older GPUs, float32 on CPUs), bfloat16, float16 or float32"
+            )
+        return data
 
     @field_validator("hidden_dims")
     @classmethod

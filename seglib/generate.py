@@ -9,11 +9,11 @@ model stage reads; tests and benchmarks score segmentations against it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -35,7 +35,7 @@ TRUTH_TABLE = "persona_truth"
 _HASH_RANGE = 1 << 30
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Persona:
     """How one planted group of customers behaves. Days are counted back from the data's end date."""
 
@@ -236,7 +236,7 @@ def generate_customers(
     ).drop("id")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Domain:
     """The vocabulary and purchase/browse balance of one kind of business.
 
@@ -544,7 +544,7 @@ def _as_source_columns(
     return canonical.select(*selected, *extra)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class GeneratedCounts:
     customers: int
     transactions: int
@@ -558,6 +558,7 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
     settings = config.generate
     inputs = config.input
     domain = DOMAINS[settings.domain]
+    domain = dataclasses.replace(domain, orders_scale=domain.orders_scale * settings.orders_scale)
     warehouse = Warehouse.from_config(spark, config)
     people = generate_customers(
         spark,

@@ -98,11 +98,14 @@ class TrainedModel:
     history: list[dict[str, Any]]
     rows: int
     resumed_from_epoch: int = 0
+    precision: str = "float32"
 
     def format(self) -> str:
         last = self.history[-1]
         validation = [epoch["validation_loss"] for epoch in self.history if "validation_loss" in epoch]
-        parts = [f"trained model {self.version} on {self.rows} customers in {last['epoch']} epochs"]
+        parts = [
+            f"trained model {self.version} on {self.rows} customers in {last['epoch']} epochs ({self.precision})"
+        ]
         parts.append(f"final training loss {last['loss']:.4f}")
         if validation:
             parts.append(f"best validation loss {min(validation):.4f}")
@@ -172,7 +175,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
         reader_workers=settings.reader_workers,
         shard_cache_bytes=settings.shard_cache_mib << 20,
         device=settings.device,
-        mixed_precision=settings.mixed_precision,
+        precision=settings.precision,
         progress=settings.progress,
     )
 
@@ -311,6 +314,7 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         "workers": config.train.num_proc,
         "launcher": config.train.launcher,
         "device": chief.device,
+        "precision": chief.precision,
         "resumed_from_epoch": chief.resumed_from_epoch,
         "plan": asdict(plan),
         "feature_slots": metadata.vector_slots,
@@ -333,6 +337,7 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         history=chief.history,
         rows=rows,
         resumed_from_epoch=chief.resumed_from_epoch,
+        precision=chief.precision,
     )
 
 

@@ -43,7 +43,7 @@ class TrainingPlan:
     shard_cache_bytes: int = 2 << 30
     checkpoint_uri: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: bool = True
+    precision: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     progress: bool = True
 
 
@@ -58,6 +58,7 @@ class RankResult:
     steps: int = 0  # optimizer steps this rank took
     in_memory: bool = False
     device: str = "cpu"
+    precision: str = "float32"
     resumed_from_epoch: int = 0
 
 
@@ -78,6 +79,10 @@ class Collectives(Protocol):
         ...
 
     def all_reduce_sum(self, value: float, name: str) -> float: ...
+
+    def step(self, optimizer: Any, scaler: Any | None) -> None:
+        """One optimizer step on the averaged gradients; through the float16 loss scaler when given."""
+        ...
 
     def broadcast_(self, tensor: Any, name: str) -> None:
         """Overwrite `tensor` on every rank with rank 0's values."""
@@ -115,6 +120,19 @@ class HorovodCollectives:
         return float(
             self._hvd.allreduce(torch.tensor(value, dtype=torch.float64), name=name, op=self._hvd.Sum)
         )
+
+    def step(self, optimizer: Any, scaler: Any | None) -> None:
+        if scaler is None:
+            optimizer.step()
+            return
+        # The scaler must read the averaged gradients: wait for the allreduces, then unscale and step
+        # without a second synchronisation. Every rank sees the same gradients, so the same overflow
+        # verdict, and all skip or take the step together.
+        optimizer.synchronize()
+        scaler.unscale_(optimizer)
+        with optimizer.skip_synchronize():
+            scaler.step(optimizer)
+        scaler.update()
 
     def broadcast_(self, tensor: Any, name: str) -> None:
         self._hvd.broadcast_(tensor, root_rank=0, name=name)
@@ -157,6 +175,14 @@ class TorchDistributedCollectives:
         tensor = torch.tensor(value, dtype=torch.float64)
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
         return float(tensor)
+
+    def step(self, optimizer: Any, scaler: Any | None) -> None:
+        # DDP averaged the gradients during backward.
+        if scaler is None:
+            optimizer.step()
+            return
+        scaler.step(optimizer)
+        scaler.update()
 
     def broadcast_(self, tensor: Any, name: str) -> None:
         self._dist.broadcast(tensor, src=0)
@@ -301,12 +327,22 @@ def choose_device(plan: TrainingPlan, local_rank: int) -> Any:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def _autocast(device: Any, enabled: bool) -> Any:
+def choose_precision(requested: str, device_type: str, bfloat16_supported: bool) -> str:
+    """The autocast dtype: `auto` picks bfloat16 where the GPU has it, float16 (loss-scaled) on older GPUs
+    and float32 on CPUs, whose float16/bfloat16 matrix products are rarely faster."""
+    if requested != "auto":
+        return requested
+    if device_type != "cuda":
+        return "float32"
+    return "bfloat16" if bfloat16_supported else "float16"
+
+
+def _autocast(device: Any, precision: str) -> Any:
     import torch
 
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, precision))
 
 
 def is_improvement(loss: float, best: float, min_delta: float) -> bool:
@@ -339,11 +375,16 @@ class _Run:
             torch.cuda.set_device(self.device)
         self.model = Autoencoder(plan.spec).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=plan.learning_rate)
+        bfloat16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.precision = choose_precision(plan.precision, self.device.type, bfloat16)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "float16" else None
         self.state = TrainingState()
         if resume is not None:
             saved = torch.load(io.BytesIO(resume), map_location=self.device, weights_only=True)
             self.model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
+            if self.scaler is not None and saved.get("scaler"):
+                self.scaler.load_state_dict(saved["scaler"])
             self.state = TrainingState(**saved["state"])
         self.resumed_from = self.state.epoch
         self.objective, self.optimizer = group.prepare(TrainingObjective(self.model), optimizer, self.device)
@@ -382,6 +423,7 @@ class _Run:
             steps=self.steps,
             in_memory=self.shard is not None,
             device=str(self.device),
+            precision=self.precision,
             resumed_from_epoch=self.resumed_from,
         )
 
@@ -411,10 +453,10 @@ class _Run:
                 self.optimizer, plan, group.size, self.state.epoch * plan.steps_per_epoch + step
             )
             self.optimizer.zero_grad()
-            with _autocast(self.device, plan.mixed_precision):
+            with _autocast(self.device, self.precision):
                 loss, reconstruction = self.objective(inputs, plan.corruption, plan.vae_beta, cluster_weight)
-            loss.backward()
-            self.optimizer.step()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            group.step(self.optimizer, self.scaler)
             self.steps += 1
             loss_sum += float(loss.detach()) * len(inputs)
             reconstruction_sum += float(reconstruction.detach()) * len(inputs)
@@ -522,6 +564,7 @@ class _Run:
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                 "state": dataclasses.asdict(self.state),
             },
             buffer,

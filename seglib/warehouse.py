@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote, urlparse
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_COLUMN = "snapshot_date"
 TableFormat = Literal["delta", "parquet"]
+
+
+# Where this process last registered each table, per Spark application: the catalog's location
+# is looked up only for tables this process has not registered at the same place yet.
+_REGISTERED: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,20 @@ class Warehouse:
             f"CREATE DATABASE IF NOT EXISTS `{database}` LOCATION '{join_uri(self.root, database + '.db')}'"
         )
         qualified = f"`{database}`.`{table}`"
+        session_key = (self.spark.sparkContext.applicationId, database, table)
+        registered_at = (
+            location
+            if _REGISTERED.get(session_key) == location
+            else self._registered_location(database, table)
+        )
+        if registered_at is not None and not same_location(registered_at, location):
+            # A catalog that outlives a storage.warehouse_dir change (a shared metastore, one session
+            # serving two configurations) would otherwise serve the old folder's rows under this name.
+            log.warning(
+                "%s.%s was registered at %s; pointing it at %s, where this configuration keeps it",
+                database, table, registered_at, location,
+            )  # fmt: skip
+            self.spark.sql(f"DROP TABLE {qualified}")  # external table: only the catalog entry goes
         columns, partitioning = "", ""
         if self.format == "parquet" and schema is not None:
             columns = (
@@ -96,9 +116,19 @@ class Warehouse:
             f"LOCATION '{location}'"
         )
         self.spark.sql(f"REFRESH TABLE {qualified}")
+        _REGISTERED[session_key] = location
         if self.format == "parquet" and self._is_partitioned(database, table):
             # A Parquet table's catalog entry lists its partitions: pick up snapshots written since.
             self.spark.sql(f"MSCK REPAIR TABLE {qualified}")
+
+    def _registered_location(self, database: str, table: str) -> str | None:
+        if not self.spark.catalog.tableExists(table, database):
+            return None
+        try:
+            details = self.spark.sql(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`").collect()
+        except AnalysisException:
+            return ""  # registered at a folder that no longer holds the table
+        return next((row["data_type"] for row in details if row["col_name"] == "Location"), "")
 
     def _is_partitioned(self, database: str, table: str) -> bool:
         return any(column.isPartition for column in self.spark.catalog.listColumns(f"`{database}`.`{table}`"))
@@ -154,3 +184,14 @@ def _is_identifier(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def same_location(first: str, second: str) -> bool:
+    """Whether two URIs name one folder (file:/x, file:///x and /x/ are the same place)."""
+
+    def normalized(uri: str) -> tuple[str, str, str]:
+        parsed = urlparse(uri)
+        scheme = parsed.scheme or "file"
+        return scheme, parsed.netloc if scheme != "file" else "", unquote(parsed.path).rstrip("/")
+
+    return normalized(first) == normalized(second)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from seglib.features import features
+from tests.conftest import suite_config
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -20,29 +29,84 @@ VENV_ENV = {
 }
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def executor_pid(app_id: str, executor_id: str) -> int:
+    """The process of one executor JVM of a standalone application (local-cluster's are on this machine)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [word.decode(errors="replace") for word in arguments]
+        pairs = set(itertools.pairwise(words))
+        if (
+            "org.apache.spark.executor.CoarseGrainedExecutorBackend" in words
+            and {("--executor-id", executor_id), ("--app-id", app_id)} <= pairs
+        ):
+            return int(entry.name)
+    raise LookupError(f"no process for executor {executor_id} of {app_id}")
+
+
+def kill_a_busy_executor_during_the_features_stage(
+    ui_port: int, output: list[str], lines: Iterator[str]
+) -> int:
+    """Read the job's output until the features stage starts, then SIGKILL an executor that is running a
+    task (asked of the driver's REST API), and read on to the end. Returns the killed process id."""
+    killed = 0
+    api = f"http://127.0.0.1:{ui_port}/api/v1/applications"
+    for line in lines:
+        output.append(line)
+        if killed or "stage features: starting" not in line:
+            continue
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            (application,) = json.load(urllib.request.urlopen(api, timeout=5))
+            executors = json.load(urllib.request.urlopen(f"{api}/{application['id']}/executors", timeout=5))
+            busy = [e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0]
+            if busy:
+                killed = executor_pid(application["id"], busy[0])
+                os.kill(killed, signal.SIGKILL)
+            else:
+                time.sleep(0.05)
+    return killed
+
+
 @pytest.mark.slow
-def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster(spark, tmp_path):
+def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_survives_a_lost_executor(
+    spark, tmp_path
+):
     """deploy/spark-submit/submit.sh runs jobs/run.py with spark-submit on local-cluster: a standalone
     master, two workers and two executor JVMs with their own Python workers, as on a real cluster;
-    the library travels as a zip through --py-files and the config through --files."""
+    the library travels as a zip through --py-files and the config through --files. While the feature
+    stage runs, one executor JVM is killed in the middle of a task: Spark reruns what it lost, the
+    standalone master starts a replacement, and the features equal those of a clean run."""
     events = tmp_path / "events"
     events.mkdir()
+    ui_port = free_port()
     environment = {
         **VENV_ENV,
         "PYTHON": sys.executable,
         "SEG_MASTER": "local-cluster[2,1,1024]",
         "SEG_EXECUTOR_MEMORY": "1g",
-        "SEG_EXTRA_ARGS": f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events.as_uri()}",
+        "SEG_EXTRA_ARGS": f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events.as_uri()} "
+        f"--conf spark.ui.port={ui_port} --conf spark.port.maxRetries=0",
     }
-    result = subprocess.run(
+    job = subprocess.Popen(
         [
             str(REPO / "deploy" / "spark-submit" / "submit.sh"), "run",
             "--set", "generate.customers=200",
-            "--set", "train.epochs=3",
+            "--set", "train.epochs=2",
             "--set", "train.num_proc=2",
             "--set", "spark.shuffle_partitions=2",
             "--set", "generate.partitions=2",
-            "--set", "cluster.selection.k_max=5",
+            "--set", "cluster.k=4",
             "--set", "storage.database=seg_submitted",
             "--set", "input.database=seg_submitted_raw",
             "--set", f"storage.warehouse_dir={tmp_path / 'warehouse'}",
@@ -50,36 +114,74 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster(spark, 
             "--set", f"storage.cache_dir={tmp_path / 'cache'}",
             "--set", f"report.directory={tmp_path / 'reports'}",
         ],
-        capture_output=True, text=True, timeout=540, cwd=tmp_path, check=False, env=environment,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=environment,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (
-        "stage wall times: generate" in result.stdout
-        and "report" in result.stdout.split("stage wall times")[1]
-    )
+    output: list[str] = []
+    try:
+        assert job.stdout is not None
+        killed = kill_a_busy_executor_during_the_features_stage(ui_port, output, iter(job.stdout))
+        returncode = job.wait(timeout=540)
+    finally:
+        job.kill()
+    text = "".join(output)
+    assert returncode == 0, text[-6000:]
+    assert killed, "the features stage never had a running task to interrupt"
+    assert "stage wall times: generate" in text and "report" in text.split("stage wall times")[1]
 
-    # The work ran in the two executor JVMs (and never in the driver), Horovod's ranks among it.
-    executors_added: set[str] = set()
+    # The work ran in the executor JVMs (never in the driver), Horovod's ranks among it; the killed
+    # executor's running task was lost and run again, and a replacement executor joined.
+    added_at: dict[str, int] = {}
+    killed_at: dict[str, int] = {}
     tasks_by_executor: dict[str, int] = {}
+    lost_tasks: set[tuple[int, int]] = set()
+    finished_tasks: set[tuple[int, int]] = set()
     (log,) = events.iterdir()
     for line in log.read_text().splitlines():
         event = json.loads(line)
         if event["Event"] == "SparkListenerExecutorAdded":
-            executors_added.add(event["Executor ID"])
+            added_at[event["Executor ID"]] = event["Timestamp"]
+        elif (
+            event["Event"] == "SparkListenerExecutorRemoved"
+            and "exited with code 137" in event["Removed Reason"]
+        ):
+            killed_at[event["Executor ID"]] = event["Timestamp"]  # 137: SIGKILL (the rest stop at the end)
         elif event["Event"] == "SparkListenerTaskEnd":
             executor = event["Task Info"]["Executor ID"]
-            tasks_by_executor[executor] = tasks_by_executor.get(executor, 0) + 1
-    assert executors_added >= {"0", "1"}
-    assert set(tasks_by_executor) <= executors_added and min(tasks_by_executor.values()) > 50
+            task = (event["Stage ID"], event["Task Info"]["Index"])
+            if event["Task End Reason"]["Reason"] == "ExecutorLostFailure":
+                lost_tasks.add(task)
+            elif event["Task End Reason"]["Reason"] == "Success":
+                finished_tasks.add(task)
+                tasks_by_executor[executor] = tasks_by_executor.get(executor, 0) + 1
+    ((killed_executor, kill_time),) = killed_at.items()
+    assert killed_executor in {"0", "1"} and any(time > kill_time for time in added_at.values())
+    assert lost_tasks and lost_tasks <= finished_tasks
+    assert set(tasks_by_executor) <= set(added_at)
+    assert min(count for executor, count in tasks_by_executor.items() if executor != killed_executor) > 50
 
     database = tmp_path / "warehouse" / "seg_submitted.db"
     segments = spark.read.format("delta").load(str(database / "customer_segments"))
     assert segments.count() == segments.select("customer_id").distinct().count() == 200
     runs = spark.read.format("delta").load(str(database / "segmentation_runs")).collect()
-    assert len(runs) == 1 and runs[0]["k"] >= 2
+    assert len(runs) == 1 and runs[0]["k"] == 4
     (version,) = (tmp_path / "models" / "autoencoder").glob("ae-*")
     assert json.loads((version / "metadata.json").read_text())["workers"] == 2
     assert (tmp_path / "reports" / "2025-12-31" / "report.html").is_file()
+
+    # A clean run of the feature stage on the same raw tables, in this process's local session.
+    clean_config = suite_config(
+        tmp_path, "seg_clean", "input.database=seg_submitted_raw", f"storage.model_dir={tmp_path / 'clean'}"
+    )
+    features(spark, clean_config)
+    faulted = {row["customer_id"]: row.asDict() for row in spark.read.format("delta").load(
+        str(database / "customer_features")).collect()}  # fmt: skip
+    clean = {row["customer_id"]: row.asDict() for row in spark.table("seg_clean.customer_features").collect()}
+    assert len(faulted) == 200 and faulted.keys() == clean.keys()
+    for customer, row in clean.items():
+        assert faulted[customer].keys() == row.keys()
+        for column, value in row.items():
+            # Sums may add partial results in another order (last-bit differences), nothing more.
+            assert faulted[customer][column] == pytest.approx(value, rel=1e-9, abs=1e-12), (customer, column)
 
 
 def test_seg_command_fails_clearly_on_a_bad_override(tmp_path):

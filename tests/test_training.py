@@ -5,6 +5,7 @@ model variants, MLflow tracking, and how rank failures reach the driver."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import mlflow
 import numpy as np
 import psutil
 import pytest
+import torch
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
@@ -28,7 +30,7 @@ from seglib.generate import generate
 from seglib.model import AutoencoderSpec
 from seglib.paths import resolve_uri
 from seglib.train import HorovodSparkLauncher, checkpoint_location, plan_training, raise_rank_failures, train
-from seglib.training import TrainingPlan, train_rank
+from seglib.training import TrainingPlan, choose_precision, train_rank
 from tests.conftest import suite_config
 
 pytestmark = pytest.mark.slow
@@ -144,8 +146,9 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its
     spark, prepared, two_process_run
 ):
     config, _ = prepared
-    # Small batches and no early stopping make the run long enough to be killed half-way.
-    config = with_train(config, batch_size=4, epochs=24, patience=100)
+    # Small batches and no early stopping make the run long enough to be killed half-way. float16 with
+    # loss scaling (what older GPUs get) runs here on CPUs too: the scaler's state must survive a resume.
+    config = with_train(config, batch_size=4, epochs=24, patience=100, precision="float16")
     plan = plan_training(config, load_feature_metadata(spark, config).dimension, 360)
     location = checkpoint_location(config, plan, load_feature_metadata(spark, config).fitted_snapshot)
     killed: list[str] = []
@@ -173,9 +176,12 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its
     assert kept and all(name.startswith("epoch-") for name in kept)
     last_epoch = int(kept[-1].removeprefix("epoch-").removesuffix(".pt"))
     assert 3 <= last_epoch < 24
+    checkpoint = torch.load(io.BytesIO(store.read_bytes(store.join(location, kept[-1]))), weights_only=True)
+    assert checkpoint["scaler"]["scale"] > 0 and checkpoint["scaler"]["_growth_tracker"] > 0
 
     resumed = train(spark, config)
     assert resumed.resumed_from_epoch == last_epoch
+    assert resumed.precision == "float16"
     assert [epoch["epoch"] for epoch in resumed.history] == list(range(1, 25))
     assert store.list_names(location) == []  # a finished run leaves no checkpoint to resume
     # Same quality as a run that was never interrupted (more, smaller steps: at least as good).
@@ -273,3 +279,17 @@ def test_a_non_finite_loss_stops_training_and_names_the_likely_cause(spark, prep
         converter.delete()
     assert result.error is not None and "FloatingPointError: training loss became" in result.error
     assert "lower train.learning_rate, now 1e+30" in result.error
+
+
+def test_mixed_precision_follows_the_device():
+    assert choose_precision("auto", "cuda", bfloat16_supported=True) == "bfloat16"
+    assert choose_precision("auto", "cuda", bfloat16_supported=False) == "float16"  # T4, V100: loss-scaled
+    assert choose_precision("auto", "cpu", bfloat16_supported=False) == "float32"
+    assert choose_precision("float32", "cuda", bfloat16_supported=True) == "float32"
+
+
+def test_the_replaced_mixed_precision_key_names_its_successor():
+    from seglib.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"train\.mixed_precision was replaced by train\.precision"):
+        load_config(None, ["train.mixed_precision=true"])
