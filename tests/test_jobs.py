@@ -57,24 +57,40 @@ def executor_pid(app_id: str, executor_id: str) -> int:
 def kill_a_busy_executor_during_the_features_stage(
     ui_port: int, output: list[str], lines: Iterator[str]
 ) -> int:
-    """Read the job's output until the features stage starts, then SIGKILL an executor that is running a
-    task (asked of the driver's REST API), and read on to the end. Returns the killed process id."""
+    """Read the job's output until the features stage starts, then SIGKILL an executor in the middle of
+    a task, and read on to the end. Returns the killed process id.
+
+    The driver's REST API names an executor with a running task, but the task may end before a signal
+    lands; so the executor is frozen first (SIGSTOP) and killed only if, once the driver's state has
+    settled, the task is still running there (a frozen executor cannot finish it); otherwise it is
+    thawed (SIGCONT) and the search goes on."""
     killed = 0
     api = f"http://127.0.0.1:{ui_port}/api/v1/applications"
+
+    def busy_executors(application: str) -> dict[str, int]:
+        executors = json.load(urllib.request.urlopen(f"{api}/{application}/executors", timeout=5))
+        return {e["id"]: e["activeTasks"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0}
+
     for line in lines:
         output.append(line)
         if killed or "stage features: starting" not in line:
             continue
+        (application,) = [app["id"] for app in json.load(urllib.request.urlopen(api, timeout=5))]
         deadline = time.monotonic() + 60
         while not killed and time.monotonic() < deadline:
-            (application,) = json.load(urllib.request.urlopen(api, timeout=5))
-            executors = json.load(urllib.request.urlopen(f"{api}/{application['id']}/executors", timeout=5))
-            busy = [e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0]
-            if busy:
-                killed = executor_pid(application["id"], busy[0])
-                os.kill(killed, signal.SIGKILL)
+            busy = busy_executors(application)
+            if not busy:
+                time.sleep(0.02)
+                continue
+            executor = next(iter(busy))
+            pid = executor_pid(application, executor)
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.5)  # longer than the UI's live-update period (0.1 s)
+            if busy_executors(application).get(executor, 0) > 0:
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
             else:
-                time.sleep(0.05)
+                os.kill(pid, signal.SIGCONT)
     return killed
 
 
@@ -127,6 +143,7 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_sur
     assert returncode == 0, text[-6000:]
     assert killed, "the features stage never had a running task to interrupt"
     assert "stage wall times: generate" in text and "report" in text.split("stage wall times")[1]
+    print("stage wall times" + text.split("stage wall times")[1].split("\n")[0])
 
     # The work ran in the executor JVMs (never in the driver), Horovod's ranks among it; the killed
     # executor's running task was lost and run again, and a replacement executor joined.
