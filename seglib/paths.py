@@ -32,3 +32,14 @@ def local_path(uri: str) -> Path:
     if parsed.scheme != "file":
         raise ValueError(f"{uri} is not on the local filesystem")
     return Path(unquote(parsed.path))
+
+
+def same_location(first: str, second: str) -> bool:
+    """Whether two URIs name one folder (file:/x, file:///x and /x/ are the same place)."""
+
+    def normalized(uri: str) -> tuple[str, str, str]:
+        parsed = urlparse(uri)
+        scheme = parsed.scheme or "file"
+        return scheme, parsed.netloc if scheme != "file" else "", unquote(parsed.path).rstrip("/")
+
+    return normalized(first) == normalized(second)

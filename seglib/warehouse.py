@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote, urlparse
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -23,7 +22,7 @@ from pyspark.sql.types import StructType
 from seglib import fs
 from seglib.config import SeglibConfig, validate_identifier
 from seglib.errors import InputDataError
-from seglib.paths import join_uri, resolve_uri
+from seglib.paths import join_uri, resolve_uri, same_location
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +91,8 @@ class Warehouse:
         )
         qualified = f"`{database}`.`{table}`"
         session_key = (self.spark.sparkContext.applicationId, database, table)
-        registered_at = (
-            location
-            if _REGISTERED.get(session_key) == location
-            else self._registered_location(database, table)
-        )
-        if registered_at is not None and not same_location(registered_at, location):
-            # A catalog that outlives a storage.warehouse_dir change (a shared metastore, one session
-            # serving two configurations) would otherwise serve the old folder's rows under this name.
-            log.warning(
-                "%s.%s was registered at %s; pointing it at %s, where this configuration keeps it",
-                database, table, registered_at, location,
-            )  # fmt: skip
-            self.spark.sql(f"DROP TABLE {qualified}")  # external table: only the catalog entry goes
+        if _REGISTERED.get(session_key) != location:
+            self._drop_entry_registered_elsewhere(database, table, location)
         columns, partitioning = "", ""
         if self.format == "parquet" and schema is not None:
             columns = (
@@ -120,6 +108,18 @@ class Warehouse:
         if self.format == "parquet" and self._is_partitioned(database, table):
             # A Parquet table's catalog entry lists its partitions: pick up snapshots written since.
             self.spark.sql(f"MSCK REPAIR TABLE {qualified}")
+
+    def _drop_entry_registered_elsewhere(self, database: str, table: str, location: str) -> None:
+        registered_at = self._registered_location(database, table)
+        if registered_at is None or same_location(registered_at, location):
+            return
+        # A catalog that outlives a storage.warehouse_dir change (a shared metastore, one session
+        # serving two configurations) would otherwise serve the old folder's rows under this name.
+        log.warning(
+            "%s.%s was registered at %s; pointing it at %s, where this configuration keeps it",
+            database, table, registered_at, location,
+        )  # fmt: skip
+        self.spark.sql(f"DROP TABLE `{database}`.`{table}`")  # external table: only the catalog entry goes
 
     def _registered_location(self, database: str, table: str) -> str | None:
         if not self.spark.catalog.tableExists(table, database):
@@ -184,14 +184,3 @@ def _is_identifier(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def same_location(first: str, second: str) -> bool:
-    """Whether two URIs name one folder (file:/x, file:///x and /x/ are the same place)."""
-
-    def normalized(uri: str) -> tuple[str, str, str]:
-        parsed = urlparse(uri)
-        scheme = parsed.scheme or "file"
-        return scheme, parsed.netloc if scheme != "file" else "", unquote(parsed.path).rstrip("/")
-
-    return normalized(first) == normalized(second)

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from seglib.features import features
@@ -37,20 +38,13 @@ def free_port() -> int:
 
 def executor_pid(app_id: str, executor_id: str) -> int:
     """The process of one executor JVM of a standalone application (local-cluster's are on this machine)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [word.decode(errors="replace") for word in arguments]
-        pairs = set(itertools.pairwise(words))
-        if (
-            "org.apache.spark.executor.CoarseGrainedExecutorBackend" in words
-            and {("--executor-id", executor_id), ("--app-id", app_id)} <= pairs
+    wanted = {("--executor-id", executor_id), ("--app-id", app_id)}
+    for process in psutil.process_iter(["cmdline"]):
+        words = process.info["cmdline"] or []
+        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in words and wanted <= set(
+            itertools.pairwise(words)
         ):
-            return int(entry.name)
+            return int(process.pid)
     raise LookupError(f"no process for executor {executor_id} of {app_id}")
 
 
