@@ -16,6 +16,7 @@ venv="${SEGLIB_VENV:-$root/.venv}"
 cache="${SEGLIB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/seglib}"
 python_bin="${SEGLIB_PYTHON:-$(command -v python3.11 || command -v python3 || echo python3.11)}"
 horovod_version="0.28.1"
+horovod_patches="seglib1"   # bump when scripts/patch_horovod.py changes: cached wheels are rebuilt
 requirements="$root/requirements/stack.txt"
 [[ "${1:-}" == "--dev" ]] && requirements="$root/requirements/dev.txt"
 
@@ -50,6 +51,7 @@ install_requirements() {
 
 # Horovod 0.28.1 does not build from the PyPI sdist as shipped (see shared/STACK.md):
 # PyTorch >= 2.1 headers need C++17, and CMake 4 rejects gloo's minimum version.
+# scripts/patch_horovod.py also removes 3-4 s of idle waiting from every horovod.spark.run.
 build_horovod_wheel() {
   local wheel_dir="$1" work
   work="$(mktemp -d)"
@@ -60,6 +62,7 @@ build_horovod_wheel() {
   sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
   grep -q 'CMAKE_CXX_STANDARD 17' "$src/CMakeLists.txt" || die "Horovod C++17 patch did not apply to CMakeLists.txt"
   grep -q 'CMAKE_CXX_STANDARD 17' "$src/horovod/torch/CMakeLists.txt" || die "Horovod C++17 patch did not apply to horovod/torch/CMakeLists.txt"
+  "$venv/bin/python" "$root/scripts/patch_horovod.py" "$src" || die "Horovod Python patches did not apply"
   # HOROVOD_GPU_OPERATIONS=NCCL (set by the caller, e.g. the CUDA Docker image) adds GPU allreduce;
   # it needs the CUDA toolkit and NCCL. Unset or empty: a CPU-only (Gloo) build.
   local gpu_build=()
@@ -75,22 +78,25 @@ build_horovod_wheel() {
 }
 
 ensure_horovod() {
-  if "$venv/bin/python" -c 'import horovod.torch' 2>/dev/null; then
+  if "$venv/bin/python" -c 'import horovod.torch' 2>/dev/null \
+    && "$venv/bin/python" "$root/scripts/patch_horovod.py" --check; then
     return
   fi
   local torch_version python_tag wheel_dir
   torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
   python_tag="$("$venv/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   # The wheel links against torch's C++ ABI, so it is cached per torch version.
-  wheel_dir="$cache/wheels/horovod-$horovod_version-torch-$torch_version-$python_tag-$(uname -m)"
+  wheel_dir="$cache/wheels/horovod-$horovod_version-$horovod_patches-torch-$torch_version-$python_tag-$(uname -m)"
   [[ -n "${HOROVOD_GPU_OPERATIONS:-}" ]] && wheel_dir+="-$(tr '[:upper:]' '[:lower:]' <<<"$HOROVOD_GPU_OPERATIONS")"
   if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     build_horovod_wheel "$wheel_dir"
   else
     say "using cached Horovod wheel from $wheel_dir"
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "$wheel_dir"/horovod-*.whl
+  # --force-reinstall: an unpatched build of the same version may be installed already.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
   "$venv/bin/python" -c 'import horovod.torch' || die "Horovod installed but horovod.torch does not import"
+  "$venv/bin/python" "$root/scripts/patch_horovod.py" --check || die "the installed Horovod lacks seglib's patches"
 }
 
 # The report test renders the HTML report in headless Chromium (Debian's package).

@@ -83,9 +83,13 @@ def fit_clusters(
     return best
 
 
-def _squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """n x k squared distances without an n x k x d intermediate."""
-    squared = (points**2).sum(axis=1)[:, None] - 2 * points @ centers.T + (centers**2).sum(axis=1)[None, :]
+def _squared_distances(
+    points: np.ndarray, centers: np.ndarray, point_norms: np.ndarray | None = None
+) -> np.ndarray:
+    """n x k squared distances without an n x k x d intermediate (`point_norms`: the points' squared
+    norms, when the caller reuses them over many calls)."""
+    norms = (points**2).sum(axis=1) if point_norms is None else point_norms
+    squared = norms[:, None] - 2 * points @ centers.T + (centers**2).sum(axis=1)[None, :]
     return np.maximum(squared, 0.0)
 
 
@@ -108,18 +112,26 @@ def kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np
 
 
 def local_kmeans(points: np.ndarray, centers: np.ndarray, max_iter: int) -> tuple[np.ndarray, float]:
-    """Lloyd's iterations on a driver-side sample; the centres and their cost (sum of squared distances)."""
+    """Lloyd's iterations on a driver-side sample; the centres and their cost (sum of squared distances).
+
+    Converged when no point changes centre (the centres then stay as they are). Thousands of these
+    runs score the candidate k, so each iteration is a few whole-array operations: the centre sums
+    are one matrix product with the n x k membership matrix rather than a pass per centre."""
+    norms = (points**2).sum(axis=1)
+    slots = np.arange(len(centers))
+    labels = None
     for _ in range(max_iter):
-        labels = _squared_distances(points, centers).argmin(axis=1)
-        moved = centers.copy()
-        for index in range(len(centers)):
-            members = points[labels == index]
-            if len(members):
-                moved[index] = members.mean(axis=0)
-        if np.allclose(moved, centers, rtol=0, atol=1e-9):
+        assigned = _squared_distances(points, centers, norms).argmin(axis=1)
+        if labels is not None and np.array_equal(assigned, labels):
             break
-        centers = moved
-    return centers, float(_squared_distances(points, centers).min(axis=1).sum())
+        labels = assigned
+        membership = (labels[:, None] == slots[None, :]).astype(points.dtype)
+        sizes = membership.sum(axis=0)
+        # A centre that lost every point stays where it was.
+        centers = np.where(
+            sizes[:, None] > 0, (membership.T @ points) / np.maximum(sizes, 1.0)[:, None], centers
+        )
+    return centers, float(_squared_distances(points, centers, norms).min(axis=1).sum())
 
 
 def best_local_kmeans(points: np.ndarray, k: int, seed: int, restarts: int, max_iter: int) -> np.ndarray:
