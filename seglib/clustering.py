@@ -343,6 +343,34 @@ def _local_split_strength(
     return sum(strengths) / len(strengths)
 
 
+def squared_euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
+    """The silhouette Spark's ClusteringEvaluator reports (squared Euclidean distance), computed on a
+    driver-side sample: each point's mean squared distance to a cluster follows from the cluster's
+    size, sum and sum of squared norms, so the cost is n x k, not n x n. As in Spark, a point's own
+    cluster excludes the point itself, and a point alone in its cluster scores 0."""
+    clusters, members = np.unique(labels, return_inverse=True)
+    if len(clusters) < 2:
+        return 0.0
+    membership = (members[:, None] == np.arange(len(clusters))[None, :]).astype(points.dtype)
+    sizes = membership.sum(axis=0)
+    sums = membership.T @ points
+    norms = (points**2).sum(axis=1)
+    norm_sums = membership.T @ norms
+    mean_distance = norms[:, None] + (norm_sums / sizes)[None, :] - 2 * (points @ sums.T) / sizes[None, :]
+    own_size = sizes[members]
+    rows = np.arange(len(points))
+    alone = own_size == 1
+    own = mean_distance[rows, members] * own_size / np.where(alone, 1.0, own_size - 1)
+    mean_distance[rows, members] = np.inf
+    nearest_other = mean_distance.min(axis=1)
+    scores = np.where(
+        own < nearest_other,
+        1 - own / nearest_other,
+        np.where(own > nearest_other, nearest_other / np.where(own > 0, own, 1.0) - 1, 0.0),
+    )
+    return float(np.where(alone, 0.0, scores).mean())
+
+
 def _score_candidate(
     sample: DataFrame,
     points: np.ndarray | None,
@@ -352,14 +380,23 @@ def _score_candidate(
     restarts: int,
 ) -> Candidate:
     selection = settings.selection
-    model = fit_clusters(sample, features_column, settings, k, restarts)
-    assigned = model.transform(sample)
-    sizes = [row["count"] for row in assigned.groupBy(PREDICTION).count().collect()]
+    if points is not None:
+        # k-means on the driver-side sample, seeded and refined exactly as fit_clusters does (the
+        # Spark fit of the sample would start from these centres and stop at once): no Spark job per
+        # candidate. The segmentation itself is fitted on every customer by Spark MLlib.
+        centers = best_local_kmeans(points, k, settings.seed, restarts, settings.max_iter)
+        labels = _squared_distances(points, centers).argmin(axis=1)
+        sizes = [int(size) for size in np.bincount(labels, minlength=k) if size > 0]
+        silhouette = squared_euclidean_silhouette(points, labels)
+    else:
+        model = fit_clusters(sample, features_column, settings, k, restarts)
+        assigned = model.transform(sample)
+        sizes = [row["count"] for row in assigned.groupBy(PREDICTION).count().collect()]
+        evaluator = ClusteringEvaluator(
+            featuresCol=features_column, predictionCol=PREDICTION, metricName="silhouette"
+        )
+        silhouette = float(evaluator.evaluate(assigned))
     smallest = (min(sizes) if len(sizes) == k else 0) / max(sum(sizes), 1)
-    evaluator = ClusteringEvaluator(
-        featuresCol=features_column, predictionCol=PREDICTION, metricName="silhouette"
-    )
-    silhouette = float(evaluator.evaluate(assigned))
     strengths = [
         _local_split_strength(points, settings, k, split, restarts)
         if points is not None

@@ -10,9 +10,12 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from seglib.model import AutoencoderSpec
+if TYPE_CHECKING:
+    # Not at run time: a RankResult is unpickled in the Spark task that launched the rank, and that
+    # process must not import torch (seglib.model) for it (2-3 s at the end of every training run).
+    from seglib.model import AutoencoderSpec
 
 CHECKPOINT_PATTERN = "epoch-{epoch:04d}.pt"
 CHECKPOINTS_KEPT = 2

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
+from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
@@ -21,6 +23,7 @@ from seglib.clustering import (
     local_kmeans,
     prediction_strength,
     select_k,
+    squared_euclidean_silhouette,
 )
 from seglib.config import ClusterConfig, SurrogateConfig
 from seglib.drift import bin_shares, decile_edges, population_stability
@@ -223,6 +226,24 @@ def test_k_selection_finds_planted_clusters_that_silhouette_alone_would_merge(sp
 
     chart = selection_chart([Row(**row) for row in selection.as_rows()])
     assert chart[:8] == b"\x89PNG\r\n\x1a\n" and len(chart) > 10_000
+
+
+def test_driver_side_silhouette_equals_spark_clustering_evaluator(spark):
+    """k selection scores its sample on the driver; the silhouette must be the one Spark reports, also
+    with a point alone in its cluster (scored 0) and a cluster that overlaps another (negative scores)."""
+    generator = random.Random(11)
+    centers = [(0.0, 0.0), (4.0, 0.0), (4.5, 0.5)]
+    rows = [(index % 3, [c + generator.gauss(0, 1.0) for c in centers[index % 3]]) for index in range(300)]
+    rows.append((3, [30.0, 30.0]))  # alone in its cluster
+    frame = spark.createDataFrame(rows, "label int, point array<double>").select(
+        F.col("label").cast("double").alias("label"), array_to_vector("point").alias("v")
+    )
+    expected = ClusteringEvaluator(featuresCol="v", predictionCol="label").evaluate(frame)
+    points = np.array([point for _, point in rows])
+    labels = np.array([label for label, _ in rows])
+    assert squared_euclidean_silhouette(points, labels) == pytest.approx(expected, abs=1e-9)
+    assert 0 < expected < 0.9  # overlapping clusters: neither trivial nor perfect
+    assert squared_euclidean_silhouette(points, np.zeros(len(points), dtype=int)) == 0.0
 
 
 def test_surrogate_tree_explains_segments_with_readable_rules(spark):

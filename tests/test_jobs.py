@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from seglib.features import features
+from seglib.generate import generate
 from tests.conftest import suite_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,9 +95,14 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_sur
 ):
     """deploy/spark-submit/submit.sh runs jobs/run.py with spark-submit on local-cluster: a standalone
     master, two workers and two executor JVMs with their own Python workers, as on a real cluster;
-    the library travels as a zip through --py-files and the config through --files. While the feature
-    stage runs, one executor JVM is killed in the middle of a task: Spark reruns what it lost, the
-    standalone master starts a replacement, and the features equal those of a clean run."""
+    the library travels as a zip through --py-files and the config through --files. The raw tables
+    are generated beforehand in this process's session (the generator is not what runs on a cluster)
+    and found by the job under the same warehouse folder. While the feature stage runs, one executor
+    JVM is killed in the middle of a task: Spark reruns what it lost, the standalone master starts a
+    replacement, and the features equal those of a clean run."""
+    generate(
+        spark, suite_config(tmp_path, "seg_submitted", "generate.customers=200", "generate.partitions=2")
+    )
     events = tmp_path / "events"
     events.mkdir()
     ui_port = free_port()
@@ -111,11 +117,10 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_sur
     job = subprocess.Popen(
         [
             str(REPO / "deploy" / "spark-submit" / "submit.sh"), "run",
-            "--set", "generate.customers=200",
+            "--set", "run.stages=[features, train, embed, cluster, report]",
             "--set", "train.epochs=2",
             "--set", "train.num_proc=2",
             "--set", "spark.shuffle_partitions=2",
-            "--set", "generate.partitions=2",
             "--set", "cluster.k=4",
             "--set", "storage.database=seg_submitted",
             "--set", "input.database=seg_submitted_raw",
@@ -136,7 +141,7 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_sur
     text = "".join(output)
     assert returncode == 0, text[-6000:]
     assert killed, "the features stage never had a running task to interrupt"
-    assert "stage wall times: generate" in text and "report" in text.split("stage wall times")[1]
+    assert "stage wall times: features" in text and "report" in text.split("stage wall times")[1]
     print("stage wall times" + text.split("stage wall times")[1].split("\n")[0])
 
     # The work ran in the executor JVMs (never in the driver), Horovod's ranks among it; the killed
