@@ -1,6 +1,8 @@
 """Spark MLlib clustering of the embeddings: the three algorithms, automatic k, per-customer assignment.
 
-Everything here runs as Spark jobs; the driver only sees k x k contingency tables and k centres.
+Every customer is clustered and assigned by Spark jobs. The driver holds bounded samples only: the
+k-means seeding and the k selection run on at most `SEEDING_ROWS` and `cluster.selection.sample_rows`
+customers, as Spark's own k-means|| clusters its candidate centres on the driver.
 """
 
 from __future__ import annotations
@@ -442,14 +444,15 @@ def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) 
     # per-task overhead down (the table may arrive in many small files).
     sample = sample.repartition(vectors.sparkSession.sparkContext.defaultParallelism).cache()
     restarts = settings.restarts
-    # k-means halves are clustered on the driver (see _local_split_strength); the sample is bounded.
+    # k-means candidates and their halves are scored on the driver (_score_candidate); bounded sample.
     points = (
         np.array([row[0].toArray() for row in sample.collect()], dtype=np.float64)
         if settings.algorithm == "kmeans"
         else None
     )
-    # The candidates are independent and each runs many tiny Spark jobs: scoring a few at once keeps
-    # the executors busy while the driver schedules (Spark runs jobs from several threads).
+    # The candidates are independent. For k-means they are scored on the driver (numpy releases the
+    # GIL in its larger operations); for the other algorithms each runs many tiny Spark jobs, and scoring
+    # a few at once keeps the executors busy while the driver schedules.
     with ThreadPoolExecutor(max_workers=4) as pool:
         candidates = list(
             pool.map(

@@ -15,7 +15,9 @@ output="${1:-$repo/dist/seglib-env.tar.gz}"
 
 python_bin="$("$repo/.venv/bin/python" -c 'import sys; print(sys._base_executable)')"
 torch_version="$("$repo/.venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
-wheel="$(ls "${SEGLIB_CACHE:-$HOME/.cache/seglib}"/wheels/horovod-*-torch-"$torch_version"-*/horovod-*.whl | head -1)"
+# The wheel setup.sh built: its folder names the Horovod version and seglib's patch level.
+setup_value() { sed -n "s/^$1=\"\([^\"]*\)\".*/\1/p" "$repo/scripts/setup.sh"; }
+wheel="$(ls "${SEGLIB_CACHE:-$HOME/.cache/seglib}"/wheels/horovod-"$(setup_value horovod_version)-$(setup_value horovod_patches)"-torch-"$torch_version"-*/horovod-*.whl | head -1)"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
