@@ -397,18 +397,23 @@ def test_no_future_leakage_rows_after_the_snapshot_change_nothing(spark):
     end, snapshot = dt.date(2025, 12, 31), dt.date(2025, 8, 31)
     people = generate_customers(spark, 400, seed=9, end_date=end, partitions=2)
     kinds = {"view": "view", "search": "search", "add_to_cart": "cart", "purchase": "purchase"}
-    transactions = generate_transactions(people, 9, end, DOMAINS["ecommerce"]).withColumn(
-        "customer_id", F.col("customer_id").cast("string")
+    # Cached: both feature builds and the checks read them (generating is most of the work).
+    transactions = (
+        generate_transactions(people, 9, end, DOMAINS["ecommerce"])
+        .withColumn("customer_id", F.col("customer_id").cast("string"))
+        .cache()
     )
-    events = generate_events(people, 9, end, DOMAINS["ecommerce"], kinds).withColumn(
-        "customer_id", F.col("customer_id").cast("string")
+    events = (
+        generate_events(people, 9, end, DOMAINS["ecommerce"], kinds)
+        .withColumn("customer_id", F.col("customer_id").cast("string"))
+        .cache()
     )
     customers = people.select(
         F.col("customer_id").cast("string").alias("customer_id"),
         "signup_date",
         F.col("age").cast("double").alias("age"),
         "region",
-    )
+    ).cache()
     cutoff = F.lit(dt.datetime(2025, 9, 1))
     assert transactions.where(F.col("timestamp") >= cutoff).count() > 0  # the future is not empty
     assert customers.where(F.col("signup_date") > F.lit(snapshot)).count() > 0
@@ -424,3 +429,5 @@ def test_no_future_leakage_rows_after_the_snapshot_change_nothing(spark):
     )
     assert full.count() == cut.count() > 300
     assertDataFrameEqual(full, cut, rtol=1e-9)
+    for frame in (transactions, events, customers):
+        frame.unpersist()

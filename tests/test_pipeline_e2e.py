@@ -217,7 +217,8 @@ def test_rerunning_the_stages_for_the_snapshot_leaves_identical_tables(spark, pi
 
 def test_a_bare_purchase_log_alone_recovers_the_personas_on_parquet_tables(spark, tmp_path):
     """The retail template: one CSV of (card, time, total, items), no customers, no events; the output
-    tables are Parquet, and rerunning the stages for the snapshot leaves no duplicates."""
+    tables are Parquet. (Reruns: the Delta rerun test above; Parquet snapshot rewrites replacing their
+    rows: tests/test_warehouse.py.)"""
     from seglib.config import load_config
 
     template = load_config("conf/retail.yaml")
@@ -244,11 +245,6 @@ def test_a_bare_purchase_log_alone_recovers_the_personas_on_parquet_tables(spark
     # Without browsing or demographics two personas are sometimes partly merged (0.85-0.95 seen);
     # 0.75 still means the purchase log alone separates the groups far beyond chance (ARI 0).
     assert score > 0.75
-    rerun = config.model_copy(
-        # The other stages' Parquet snapshot rewrites are the same code (tests/test_warehouse.py).
-        update={"run": config.run.model_copy(update={"stages": ["cluster"]})}
-    )
-    run_pipeline(spark, rerun)
     segments = spark.table(f"{config.storage.database}.customer_segments")
     assert segments.count() == segments.select("customer_id").distinct().count() == 1500
     assert (
