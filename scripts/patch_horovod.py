@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-MARKER = "# seglib patch: minimum command lifetime counted from the command's start"
+TASK_SERVICE_MARKER = "# seglib patch: minimum command lifetime counted from the command's start"
 RSH_MARKER = "# seglib patch: exit code polled every 0.1 s"
 
 # horovod.spark's task service must stay up a few seconds after starting the rank process, so that
@@ -23,7 +23,7 @@ TASK_SERVICE_BEFORE = """        super(SparkTaskService, self)._run_command(comm
             self._minimum_command_lifetime = timeout.Timeout(self._minimum_command_lifetime_s,
                                                              message='Just measuring runtime')
 """
-TASK_SERVICE_AFTER = f"""        {MARKER}
+TASK_SERVICE_AFTER = f"""        {TASK_SERVICE_MARKER}
         if self._minimum_command_lifetime_s is not None:
             self._minimum_command_lifetime = timeout.Timeout(self._minimum_command_lifetime_s,
                                                              message='Just measuring runtime')
@@ -53,7 +53,7 @@ def replace_once(path: Path, before: str, after: str, marker: str) -> None:
 def patched_files(root: Path) -> list[tuple[Path, str, str, str]]:
     spark = root / "horovod" / "spark"
     return [
-        (spark / "task" / "task_service.py", TASK_SERVICE_BEFORE, TASK_SERVICE_AFTER, MARKER),
+        (spark / "task" / "task_service.py", TASK_SERVICE_BEFORE, TASK_SERVICE_AFTER, TASK_SERVICE_MARKER),
         (spark / "driver" / "rsh.py", RSH_BEFORE, RSH_AFTER, RSH_MARKER),
     ]
 

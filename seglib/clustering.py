@@ -113,6 +113,11 @@ def kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np
     return np.array(centers)
 
 
+def _membership(labels: np.ndarray, clusters: int) -> np.ndarray:
+    """The n x k one-hot matrix of cluster labels 0..k-1: per-cluster sums are one matrix product."""
+    return (labels[:, None] == np.arange(clusters)[None, :]).astype(np.float64)
+
+
 def local_kmeans(points: np.ndarray, centers: np.ndarray, max_iter: int) -> tuple[np.ndarray, float]:
     """Lloyd's iterations on a driver-side sample; the centres and their cost (sum of squared distances).
 
@@ -120,14 +125,13 @@ def local_kmeans(points: np.ndarray, centers: np.ndarray, max_iter: int) -> tupl
     runs score the candidate k, so each iteration is a few whole-array operations: the centre sums
     are one matrix product with the n x k membership matrix rather than a pass per centre."""
     norms = (points**2).sum(axis=1)
-    slots = np.arange(len(centers))
     labels = None
     for _ in range(max_iter):
         assigned = _squared_distances(points, centers, norms).argmin(axis=1)
         if labels is not None and np.array_equal(assigned, labels):
             break
         labels = assigned
-        membership = (labels[:, None] == slots[None, :]).astype(points.dtype)
+        membership = _membership(labels, len(centers))
         sizes = membership.sum(axis=0)
         # A centre that lost every point stays where it was.
         centers = np.where(
@@ -353,7 +357,7 @@ def squared_euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> floa
     clusters, members = np.unique(labels, return_inverse=True)
     if len(clusters) < 2:
         return 0.0
-    membership = (members[:, None] == np.arange(len(clusters))[None, :]).astype(points.dtype)
+    membership = _membership(members, len(clusters))
     sizes = membership.sum(axis=0)
     sums = membership.T @ points
     norms = (points**2).sum(axis=1)
