@@ -140,10 +140,25 @@ def _mask(inputs: torch.Tensor, rate: float) -> torch.Tensor:
     return inputs * keep
 
 
-def kmeans_centers(points: torch.Tensor, clusters: int, seed: int, iterations: int = 50) -> torch.Tensor:
-    """k-means++ seeding and Lloyd iterations: the starting centres of IDEC's clustering phase."""
+def kmeans_centers(
+    points: torch.Tensor, clusters: int, seed: int, restarts: int = 10, iterations: int = 50
+) -> torch.Tensor:
+    """IDEC's starting centres: the lowest-inertia of `restarts` k-means++ seeded Lloyd runs.
+
+    IDEC only sharpens the clusters it starts from, so one unlucky start (two personas under one
+    centre) would be locked in by the clustering loss."""
     generator = torch.Generator().manual_seed(seed)
     points = points.float()
+    best, best_inertia = None, float("inf")
+    for _ in range(restarts):
+        centers, inertia = _lloyd(points, _kmeans_plus_plus(points, clusters, generator), iterations)
+        if inertia < best_inertia:
+            best, best_inertia = centers, inertia
+    assert best is not None
+    return best
+
+
+def _kmeans_plus_plus(points: torch.Tensor, clusters: int, generator: torch.Generator) -> torch.Tensor:
     first = int(torch.randint(len(points), (1,), generator=generator))
     centers = [points[first]]
     for _ in range(1, clusters):
@@ -154,18 +169,23 @@ def kmeans_centers(points: torch.Tensor, clusters: int, seed: int, iterations: i
         else:
             chosen = int(torch.multinomial(distances / total, 1, generator=generator))
         centers.append(points[chosen])
-    stacked = torch.stack(centers)
+    return torch.stack(centers)
+
+
+def _lloyd(points: torch.Tensor, centers: torch.Tensor, iterations: int) -> tuple[torch.Tensor, float]:
+    """Lloyd iterations from `centers`: (the final centres, their inertia)."""
     for _ in range(iterations):
-        nearest = torch.cdist(points, stacked).argmin(dim=1)
-        updated = stacked.clone()
-        for cluster in range(clusters):
+        nearest = torch.cdist(points, centers).argmin(dim=1)
+        updated = centers.clone()
+        for cluster in range(len(centers)):
             members = points[nearest == cluster]
             if len(members):
                 updated[cluster] = members.mean(dim=0)
-        if torch.allclose(updated, stacked):
+        if torch.allclose(updated, centers):
             break
-        stacked = updated
-    return stacked
+        centers = updated
+    inertia = float(torch.cdist(points, centers).pow(2).min(dim=1).values.sum())
+    return centers, inertia
 
 
 def serialize(model: Autoencoder) -> bytes:
