@@ -245,6 +245,19 @@ class GenerateConfig(_Strict):
         le=0.5,
         description="Share of rows given one row-level problem each (for testing).",
     )
+    engagement_spread: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2.0,
+        description="Log-normal sd of each customer's own activity level within its persona "
+        "(0 = every customer of a persona as active on average; 1 = occasional to heavy users).",
+    )
+    persona_contrast: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="1 = personas as planted; lower moves their behaviour toward the average so they overlap.",
+    )
     persona_weights: dict[str, float] = Field(
         default_factory=dict,
         description="Change the mix of planted personas, e.g. {bargain_hunter: 0.6} (others keep theirs).",
@@ -361,7 +374,10 @@ class TrainConfig(_Strict):
     batch_norm: bool = False
     dropout: float = Field(default=0.0, ge=0, lt=1)
     corruption: float = Field(
-        default=0.0, ge=0, lt=1, description="Denoising: share of inputs masked to 0 in each training batch."
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Denoising: share of inputs masked to 0 in each training batch (0 = plain autoencoder).",
     )
     vae_beta: float = Field(default=1.0, ge=0, description="Weight of the KL term of the vae model.")
     idec: IdecConfig = Field(default_factory=IdecConfig)

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -145,7 +146,40 @@ def _cumulative(weights: tuple[float, ...]) -> list[float]:
     return edges
 
 
-def persona_frame(spark: SparkSession) -> DataFrame:
+_WINDOWS = ("active_days", "browse_days", "signup_days")  # whole days
+
+
+def contrasted_personas(contrast: float) -> tuple[Persona, ...]:
+    """The personas with every behavioural parameter moved toward the personas' weighted average:
+    1 keeps them as planted, 0 makes them alike, values in between make them overlap as real
+    segments do. Names and weights stay."""
+    if contrast == 1.0:
+        return PERSONAS
+    total = sum(persona.weight for persona in PERSONAS)
+
+    def blend(values: list[float]) -> list[float]:
+        mean = sum(persona.weight * value for persona, value in zip(PERSONAS, values, strict=True)) / total
+        return [mean + contrast * (value - mean) for value in values]
+
+    columns: dict[str, list[Any]] = {}
+    for field in dataclasses.fields(Persona):
+        if field.name in ("name", "weight"):
+            continue
+        values = [getattr(persona, field.name) for persona in PERSONAS]
+        if isinstance(values[0], tuple):
+            per_position = [blend(list(position)) for position in zip(*values, strict=True)]
+            columns[field.name] = [tuple(row) for row in zip(*per_position, strict=True)]
+        else:
+            columns[field.name] = blend(values)
+    for window in _WINDOWS:
+        columns[window] = [tuple(round(day) for day in days) for days in columns[window]]
+    return tuple(
+        dataclasses.replace(persona, **{name: values[index] for name, values in columns.items()})
+        for index, persona in enumerate(PERSONAS)
+    )
+
+
+def persona_frame(spark: SparkSession, contrast: float = 1.0) -> DataFrame:
     rows = [
         (
             index,
@@ -171,7 +205,7 @@ def persona_frame(spark: SparkSession) -> DataFrame:
             float(persona.discount_rate),
             float(persona.return_rate),
         )
-        for index, persona in enumerate(PERSONAS)
+        for index, persona in enumerate(contrasted_personas(contrast))
     ]
     schema = (
         "persona_index int, persona string, orders_mean double, active_from int, active_to int, "
@@ -199,10 +233,16 @@ def generate_customers(
     end_date: dt.date,
     partitions: int,
     persona_weights: dict[str, float] | None = None,
+    engagement_spread: float = 0.0,
+    persona_contrast: float = 1.0,
 ) -> DataFrame:
     """One row per customer with its persona and the persona's parameters (internal frame).
 
     `persona_weights` replaces the mix of personas (by name; unnamed ones keep their weight).
+    `engagement` is the customer's own activity level: a log-normal multiplier (mean 1, log sd
+    `engagement_spread`) on the persona's order and session counts, so that customers of one persona
+    range from occasional to heavy, as in any real customer base. `persona_contrast`: see
+    contrasted_personas.
     """
     weights = {persona.name: persona.weight for persona in PERSONAS} | (persona_weights or {})
     edges = _cumulative(tuple(weights[persona.name] for persona in PERSONAS))
@@ -211,7 +251,7 @@ def generate_customers(
     base = spark.range(0, customers, numPartitions=partitions).withColumn(
         "persona_index", persona_index.cast("int")
     )
-    people = base.join(F.broadcast(persona_frame(spark)), "persona_index")
+    people = base.join(F.broadcast(persona_frame(spark, persona_contrast)), "persona_index")
     end = F.lit(end_date)
     return people.select(
         F.col("id").alias("customer_id"),
@@ -225,6 +265,10 @@ def generate_customers(
         )
         .cast("int")
         .alias("age"),
+        F.exp(
+            F.lit(engagement_spread) * standard_normal(seed, "engagement", customer_id)
+            - F.lit(engagement_spread**2 / 2)
+        ).alias("engagement"),
         weighted_choice(
             _literal_array(GENDERS), _literal_array([0.49, 0.97]), uniform(seed, "gender", customer_id)
         ).alias("gender"),
@@ -321,7 +365,7 @@ def _purchase_day(seed: int, keys: tuple[Column, ...], end_date: dt.date) -> Col
 def generate_transactions(people: DataFrame, seed: int, end_date: dt.date, domain: Domain) -> DataFrame:
     """Canonical transactions: order lines with persona timing, heavy-tailed amounts, discounts, returns."""
     customer_id = F.col("customer_id")
-    orders_mean = F.col("orders_mean") * F.lit(domain.orders_scale)
+    orders_mean = F.col("orders_mean") * F.col("engagement") * F.lit(domain.orders_scale)
     orders = people.withColumn(
         "order_number",
         F.explode(
@@ -401,7 +445,7 @@ def generate_events(
 ) -> DataFrame:
     """Canonical events: sessions of views, searches, add-to-carts and purchases; some customers never visit."""
     customer_id = F.col("customer_id")
-    sessions_mean = F.col("sessions_mean") * F.lit(domain.sessions_scale)
+    sessions_mean = F.col("sessions_mean") * F.col("engagement") * F.lit(domain.sessions_scale)
     counted = people.withColumn(
         "session_count", poisson_like_count(sessions_mean, seed, "sessions", customer_id)
     ).where(F.col("session_count") > 0)
@@ -567,6 +611,8 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
         settings.end_date,
         settings.partitions,
         settings.persona_weights,
+        settings.engagement_spread,
+        settings.persona_contrast,
     )
     people = people.withColumn("signup_date", F.greatest(F.col("signup_date"), F.lit(settings.start_date)))
     warehouse.write_table(people.select("customer_id", "persona"), inputs.database, TRUTH_TABLE)

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from seglib.generate import (
     DOMAINS,
     PERSONAS,
+    contrasted_personas,
     generate,
     generate_customers,
     generate_events,
@@ -83,6 +85,37 @@ def test_personas_differ_in_timing_returns_and_tails_and_some_never_browse(spark
     assert top > 5 * p99
     browsing = generate_events(people, 2, END, SHOP, KINDS).select("customer_id").distinct().count()
     assert 0 < browsing < 2000
+
+
+def test_engagement_spreads_activity_within_a_persona_around_the_same_mean(spark):
+    def orders_per_customer(spread: float):  # type: ignore[no-untyped-def]
+        people = generate_customers(spark, 1500, seed=4, end_date=END, partitions=2, engagement_spread=spread)
+        loyal = people.where(F.col("persona") == "loyal_high_spender")
+        orders = (
+            generate_transactions(loyal, 4, END, SHOP)
+            .groupBy("customer_id")
+            .agg(F.countDistinct("order_id").alias("orders"))
+        )
+        return orders.agg(F.avg("orders"), F.stddev("orders"), F.max("orders")).first()
+
+    plain_mean, plain_sd, plain_max = orders_per_customer(0.0)
+    spread_mean, spread_sd, spread_max = orders_per_customer(1.0)
+    assert abs(spread_mean - plain_mean) < 0.15 * plain_mean  # the multiplier has mean 1
+    assert spread_sd > 2.5 * plain_sd and spread_max > 3 * plain_max
+
+
+def test_persona_contrast_moves_personas_toward_their_average():
+    assert contrasted_personas(1.0) == PERSONAS
+    alike = contrasted_personas(0.0)
+    assert len({(p.orders_mean, p.amount_log_mean, p.category_weights, p.active_days) for p in alike}) == 1
+    assert [p.name for p in alike] == [p.name for p in PERSONAS]
+    half = contrasted_personas(0.5)
+    for planted, blended, average in zip(PERSONAS, half, alike, strict=True):
+        assert blended.amount_log_mean == pytest.approx(
+            (planted.amount_log_mean + average.amount_log_mean) / 2
+        )
+        assert sum(blended.category_weights) == pytest.approx(1.0)
+        assert blended.weight == planted.weight
 
 
 def test_domains_change_the_vocabulary(spark):
