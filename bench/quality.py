@@ -1,13 +1,23 @@
 """Segment quality against the planted personas: do the deep models earn their place?
 
-    .venv/bin/python bench/quality.py [--customers 3000] [--seeds 3] [--set key=value ...]
+    .venv/bin/python bench/quality.py [--scenario overlapping|planted] [--customers 3000] [--seeds 3]
+                                      [--set key=value ...]
 
-For each seed, generates customers with planted personas (generate.seed), builds the features, then
-clusters them four ways with the same Spark MLlib KMeans (k = the number of personas):
-  raw   KMeans on the scaled features
-  pca   PCA to train.embedding_dim components, then KMeans
-  ae    the autoencoder's embeddings, then KMeans
-  idec  the IDEC embeddings (autoencoder fine-tuned with the clustering loss), then KMeans
+Scenarios (generator settings):
+  overlapping  (default) customers of one persona range from occasional to heavy users (log-normal
+               activity, generate.engagement_spread=0.7) and the personas overlap in what, when and
+               how much they buy (generate.persona_contrast=0.6). Activity bends every count, recency,
+               share and ratio feature non-linearly, so a persona is a curved, noisy band in feature
+               space rather than a ball, and bands of different personas pass close to each other.
+  planted      the personas as planted, each customer as active as its persona on average.
+
+For each seed, generates customers (generate.seed), builds the features, then clusters them five
+ways with the same Spark MLlib KMeans (k = the number of personas, best of cluster.restarts):
+  raw       KMeans on the scaled features
+  pca       PCA to train.embedding_dim components, then KMeans
+  ae_plain  a plain autoencoder's embeddings (train.corruption=0), then KMeans
+  ae        the autoencoder as configured (denoising by default), then KMeans
+  idec      the IDEC embeddings (that autoencoder fine-tuned with the clustering loss), then KMeans
 and scores each with the adjusted Rand index and normalized mutual information. Prints one table
 and the means. Last line: RESULT with the mean ARIs.
 """
@@ -34,7 +44,11 @@ from seglib.generate import TRUTH_TABLE, generate
 from seglib.session import open_session
 from seglib.train import train
 
-METHODS = ("raw", "pca", "ae", "idec")
+METHODS = ("raw", "pca", "ae_plain", "ae", "idec")
+SCENARIOS = {
+    "overlapping": ["generate.engagement_spread=0.7", "generate.persona_contrast=0.6"],
+    "planted": [],
+}
 
 
 def scores(clustered: DataFrame, truth: DataFrame) -> tuple[float, float]:
@@ -51,8 +65,13 @@ def kmeans_labels(vectors: DataFrame, column: str, config: SeglibConfig) -> Data
     )
 
 
-def embeddings_of(spark, config: SeglibConfig, model: str) -> DataFrame:  # type: ignore[no-untyped-def]
-    settings = config.model_copy(update={"train": config.train.model_copy(update={"model": model})})
+def embeddings_of(  # type: ignore[no-untyped-def]
+    spark, config: SeglibConfig, model: str, corruption: float | None = None
+) -> DataFrame:
+    changes: dict[str, object] = {"model": model}
+    if corruption is not None:
+        changes["corruption"] = corruption
+    settings = config.model_copy(update={"train": config.train.model_copy(update=changes)})
     train(spark, settings)
     embed(spark, settings)
     table = spark.table(f"{config.storage.database}.customer_embeddings")
@@ -61,6 +80,7 @@ def embeddings_of(spark, config: SeglibConfig, model: str) -> DataFrame:  # type
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="overlapping")
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -84,6 +104,7 @@ def main() -> None:
                 f"generate.customers={args.customers}",
                 f"generate.seed={seed}",
                 f"train.seed={seed}",
+                *SCENARIOS[args.scenario],
                 *args.overrides,
             ],
         )
@@ -102,17 +123,21 @@ def main() -> None:
         labelled = {
             "raw": kmeans_labels(scaled, "vector", config),
             "pca": kmeans_labels(pca.transform(scaled), "projected", config),
+            "ae_plain": kmeans_labels(embeddings_of(spark, config, "autoencoder", 0.0), "vector", config),
             "ae": kmeans_labels(embeddings_of(spark, config, "autoencoder"), "vector", config),
             "idec": kmeans_labels(embeddings_of(spark, config, "idec"), "vector", config),
         }
         for method, clustered in labelled.items():
             results[method].append(scores(clustered, truth))
             ari, nmi = results[method][-1]
-            print(f"seed {seed} {method:>5}: ARI {ari:.3f}  NMI {nmi:.3f}", flush=True)
-    print(f"\n{args.customers} customers per seed, {args.seeds} seeds, k = number of planted personas")
+            print(f"seed {seed} {method:>8}: ARI {ari:.3f}  NMI {nmi:.3f}", flush=True)
     print(
-        f"{'method':>6} | "
-        + " | ".join(f"seed {seed} ARI / NMI" for seed in range(1, args.seeds + 1))
+        f"\nscenario {args.scenario}: {args.customers} customers per seed, {args.seeds} seeds, "
+        "k = number of planted personas"
+    )
+    print(
+        f"{'method':>8} | "
+        + " | ".join(f"{f'seed {seed} ARI / NMI':^19}" for seed in range(1, args.seeds + 1))
         + " | mean ARI | mean NMI"
     )
     means: dict[str, float] = {}
@@ -120,10 +145,10 @@ def main() -> None:
         cells = " | ".join(f"   {ari:.3f} / {nmi:.3f}   " for ari, nmi in results[method])
         means[method] = statistics.mean(ari for ari, _ in results[method])
         mean_nmi = statistics.mean(nmi for _, nmi in results[method])
-        print(f"{method:>6} | {cells} |   {means[method]:.3f}  |   {mean_nmi:.3f}")
+        print(f"{method:>8} | {cells} |   {means[method]:.3f}  |   {mean_nmi:.3f}")
     print(
         f"RESULT ari_raw={means['raw']:.3f} ari_pca={means['pca']:.3f} ari_ae={means['ae']:.3f} "
-        f"ari_idec={means['idec']:.3f}"
+        f"ari_idec={means['idec']:.3f} ari_ae_plain={means['ae_plain']:.3f}"
     )
 
 
