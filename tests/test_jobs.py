@@ -19,7 +19,8 @@ import pytest
 
 from seglib.features import features
 from seglib.generate import generate
-from tests.conftest import suite_config
+from seglib.train import train
+from tests.conftest import SUITE_OVERRIDES, suite_config
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -220,3 +221,65 @@ def test_seg_sql_reports_a_bad_query_without_a_traceback(spark, tmp_path, capsys
     assert code == 2
     assert "seg sql: error: the query failed: [TABLE_OR_VIEW_NOT_FOUND]" in error
     assert "Traceback" not in error
+
+
+def horovod_ranks() -> list[psutil.Process]:
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if "horovod.spark.task.gloo_exec_fn" in " ".join(process.info["cmdline"] or [])
+    ]
+
+
+@pytest.mark.slow
+def test_seg_train_resumes_from_the_last_checkpoint_after_its_driver_was_killed(spark, tmp_path):
+    """The whole `seg train` process tree (driver, its JVM, the Spark tasks and Horovod ranks) is
+    SIGKILLed half-way, as when the driver node of a cluster is lost; training started again for the
+    same snapshot resumes after the last checkpoint the dead run wrote and finishes the epochs."""
+    epochs = 30  # with batches of 4 the ranks write a checkpoint about every 0.2 s here
+    settings = ["generate.customers=400", f"train.epochs={epochs}", "train.batch_size=4",
+                "train.patience=100", "train.warmup_epochs=1", "train.progress=false"]  # fmt: skip
+    config = suite_config(tmp_path, "seg_driver_killed", *settings)
+    generate(spark, config)
+    features(spark, config)
+    overrides = [
+        *SUITE_OVERRIDES,
+        *settings,
+        f"storage.warehouse_dir={tmp_path / 'warehouse'}",
+        f"storage.model_dir={tmp_path / 'models'}",
+        f"storage.cache_dir={tmp_path / 'cache'}",
+        "storage.database=seg_driver_killed",
+        "input.database=seg_driver_killed_raw",
+    ]
+    checkpoints = tmp_path / "models" / "autoencoder" / "checkpoints"
+    job = subprocess.Popen(
+        [str(BIN / "seg"), "train", *itertools.chain.from_iterable(("--set", item) for item in overrides)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=VENV_ENV,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        # A run keeps only its latest checkpoints: wait for one of epoch 3 or later.
+        while max((path.name for path in checkpoints.glob("*/epoch-*.pt")), default="") < "epoch-0003.pt":
+            assert job.poll() is None, f"seg train ended before its third checkpoint:\n{job.stderr.read()}"
+            assert time.monotonic() < deadline, "no third checkpoint within 4 minutes"
+            time.sleep(0.02)
+        tree = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]
+        for process in tree:
+            process.send_signal(signal.SIGKILL)
+    finally:
+        job.kill()
+        job.wait(timeout=60)
+    psutil.wait_procs(tree, timeout=30)
+    assert not horovod_ranks(), "a Horovod rank outlived its killed driver"
+    written = sorted(path.name for path in checkpoints.glob("*/epoch-*.pt"))
+    last_epoch = int(written[-1].removeprefix("epoch-").removesuffix(".pt"))
+    assert 3 <= last_epoch < epochs
+
+    resumed = train(spark, config)
+    assert resumed.resumed_from_epoch == last_epoch
+    assert [epoch["epoch"] for epoch in resumed.history] == list(range(1, epochs + 1))
+    losses = [epoch["validation_loss"] for epoch in resumed.history]
+    # The dead run had learned, and the first resumed epoch goes on from its weights, not from scratch.
+    assert losses[last_epoch - 1] < 0.9 * losses[0]
+    assert losses[last_epoch] < 1.1 * losses[last_epoch - 1]
+    assert not sorted(checkpoints.glob("*/epoch-*.pt"))  # a finished run leaves nothing to resume
