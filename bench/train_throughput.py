@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/train_throughput.py [--rows 1000000] [--columns 32] [--epochs 3] [--batch-size 1024]
 
-The same model (the default autoencoder, 32 -> 64 -> 32 -> 8) on the same float data, in one run:
+The same model (the default layer sizes, 32 -> 64 -> 32 -> 8, with the plain reconstruction loss on
+both sides: no input masking) on the same float data, in one run:
 (a) a plain PyTorch loop over an in-memory tensor on all cores: the limit on this machine;
 (b) seglib's trainer, `horovod.spark.run` with Petastorm shards, on 1 and 2 workers: the shards are
     read once and kept in memory (train.shard_cache_mib);
