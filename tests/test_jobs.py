@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -265,7 +266,8 @@ def test_seg_train_resumes_from_the_last_checkpoint_after_its_driver_was_killed(
             time.sleep(0.02)
         tree = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]
         for process in tree:
-            process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):  # a Python worker may just have ended
+                process.send_signal(signal.SIGKILL)
     finally:
         job.kill()
         job.wait(timeout=60)
