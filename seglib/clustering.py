@@ -28,6 +28,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from seglib.config import ClusterConfig, SelectionConfig
+from seglib.kmeans import best_local_kmeans, membership, squared_distances
 
 log = logging.getLogger(__name__)
 
@@ -83,74 +84,6 @@ def fit_clusters(
             best = model
     assert best is not None
     return best
-
-
-def _squared_distances(
-    points: np.ndarray, centers: np.ndarray, point_norms: np.ndarray | None = None
-) -> np.ndarray:
-    """n x k squared distances without an n x k x d intermediate (`point_norms`: the points' squared
-    norms, when the caller reuses them over many calls)."""
-    norms = (points**2).sum(axis=1) if point_norms is None else point_norms
-    squared = norms[:, None] - 2 * points @ centers.T + (centers**2).sum(axis=1)[None, :]
-    return np.maximum(squared, 0.0)
-
-
-def kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-means++ seeding (Arthur and Vassilvitskii; 2 + log k candidates per step, as scikit-learn)."""
-    trials = 2 + int(math.log(k))
-    centers = [points[rng.integers(len(points))]]
-    closest = _squared_distances(points, centers[0][None, :])[:, 0]
-    for _ in range(1, k):
-        total = closest.sum()
-        if total <= 0:  # fewer distinct points than k: any point will do
-            candidates = rng.integers(len(points), size=trials)
-        else:
-            candidates = rng.choice(len(points), size=trials, p=closest / total)
-        with_candidate = np.minimum(closest[None, :], _squared_distances(points, points[candidates]).T)
-        best = int(with_candidate.sum(axis=1).argmin())
-        centers.append(points[candidates[best]])
-        closest = with_candidate[best]
-    return np.array(centers)
-
-
-def _membership(labels: np.ndarray, clusters: int) -> np.ndarray:
-    """The n x k one-hot matrix of cluster labels 0..k-1: per-cluster sums are one matrix product."""
-    return (labels[:, None] == np.arange(clusters)[None, :]).astype(np.float64)
-
-
-def local_kmeans(points: np.ndarray, centers: np.ndarray, max_iter: int) -> tuple[np.ndarray, float]:
-    """Lloyd's iterations on a driver-side sample; the centres and their cost (sum of squared distances).
-
-    Converged when no point changes centre (the centres then stay as they are). Thousands of these
-    runs score the candidate k, so each iteration is a few whole-array operations: the centre sums
-    are one matrix product with the n x k membership matrix rather than a pass per centre."""
-    norms = (points**2).sum(axis=1)
-    labels = None
-    for _ in range(max_iter):
-        assigned = _squared_distances(points, centers, norms).argmin(axis=1)
-        if labels is not None and np.array_equal(assigned, labels):
-            break
-        labels = assigned
-        membership = _membership(labels, len(centers))
-        sizes = membership.sum(axis=0)
-        # A centre that lost every point stays where it was.
-        centers = np.where(
-            sizes[:, None] > 0, (membership.T @ points) / np.maximum(sizes, 1.0)[:, None], centers
-        )
-    return centers, float(_squared_distances(points, centers, norms).min(axis=1).sum())
-
-
-def best_local_kmeans(points: np.ndarray, k: int, seed: int, restarts: int, max_iter: int) -> np.ndarray:
-    """The lowest-cost centres of `restarts` greedy k-means++ seedings, each followed by Lloyd's iterations."""
-    best_centers, best_cost = None, math.inf
-    for restart in range(restarts):
-        seeds = kmeans_plus_plus(points, k, np.random.default_rng(seed + restart))
-        centers, cost = local_kmeans(points, seeds, max_iter)
-        log.debug("kmeans k=%d restart %d: sample cost %.4f", k, restart + 1, cost)
-        if cost < best_cost:
-            best_centers, best_cost = centers, cost
-    assert best_centers is not None
-    return best_centers
 
 
 def _row_to_mllib_vector(row: Any) -> Any:
@@ -340,8 +273,8 @@ def _local_split_strength(
     ]
     strengths = []
     for test, other in ((0, 1), (1, 0)):
-        own = _squared_distances(halves[test], centers[test]).argmin(axis=1)
-        predicted = _squared_distances(halves[test], centers[other]).argmin(axis=1)
+        own = squared_distances(halves[test], centers[test]).argmin(axis=1)
+        predicted = squared_distances(halves[test], centers[other]).argmin(axis=1)
         pairs, counts = np.unique(np.stack([own, predicted], axis=1), axis=0, return_counts=True)
         strengths.append(
             prediction_strength({(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)})
@@ -357,11 +290,11 @@ def squared_euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> floa
     clusters, members = np.unique(labels, return_inverse=True)
     if len(clusters) < 2:
         return 0.0
-    membership = _membership(members, len(clusters))
-    sizes = membership.sum(axis=0)
-    sums = membership.T @ points
+    one_hot = membership(members, len(clusters))
+    sizes = one_hot.sum(axis=0)
+    sums = one_hot.T @ points
     norms = (points**2).sum(axis=1)
-    norm_sums = membership.T @ norms
+    norm_sums = one_hot.T @ norms
     mean_distance = norms[:, None] + (norm_sums / sizes)[None, :] - 2 * (points @ sums.T) / sizes[None, :]
     own_size = sizes[members]
     rows = np.arange(len(points))
@@ -391,7 +324,7 @@ def _score_candidate(
         # Spark fit of the sample would start from these centres and stop at once): no Spark job per
         # candidate. The segmentation itself is fitted on every customer by Spark MLlib.
         centers = best_local_kmeans(points, k, settings.seed, restarts, settings.max_iter)
-        labels = _squared_distances(points, centers).argmin(axis=1)
+        labels = squared_distances(points, centers).argmin(axis=1)
         sizes = [int(size) for size in np.bincount(labels, minlength=k) if size > 0]
         silhouette = squared_euclidean_silhouette(points, labels)
     else:

@@ -140,54 +140,6 @@ def _mask(inputs: torch.Tensor, rate: float) -> torch.Tensor:
     return inputs * keep
 
 
-def kmeans_centers(
-    points: torch.Tensor, clusters: int, seed: int, restarts: int = 10, iterations: int = 50
-) -> torch.Tensor:
-    """IDEC's starting centres: the lowest-inertia of `restarts` k-means++ seeded Lloyd runs.
-
-    IDEC only sharpens the clusters it starts from, so one unlucky start (two personas under one
-    centre) would be locked in by the clustering loss."""
-    generator = torch.Generator().manual_seed(seed)
-    points = points.float()
-    best, best_inertia = None, float("inf")
-    for _ in range(restarts):
-        centers, inertia = _lloyd(points, _kmeans_plus_plus(points, clusters, generator), iterations)
-        if inertia < best_inertia:
-            best, best_inertia = centers, inertia
-    assert best is not None
-    return best
-
-
-def _kmeans_plus_plus(points: torch.Tensor, clusters: int, generator: torch.Generator) -> torch.Tensor:
-    first = int(torch.randint(len(points), (1,), generator=generator))
-    centers = [points[first]]
-    for _ in range(1, clusters):
-        distances = torch.cdist(points, torch.stack(centers)).pow(2).min(dim=1).values
-        total = float(distances.sum())
-        if total <= 0:
-            chosen = int(torch.randint(len(points), (1,), generator=generator))
-        else:
-            chosen = int(torch.multinomial(distances / total, 1, generator=generator))
-        centers.append(points[chosen])
-    return torch.stack(centers)
-
-
-def _lloyd(points: torch.Tensor, centers: torch.Tensor, iterations: int) -> tuple[torch.Tensor, float]:
-    """Lloyd iterations from `centers`: (the final centres, their inertia)."""
-    for _ in range(iterations):
-        nearest = torch.cdist(points, centers).argmin(dim=1)
-        updated = centers.clone()
-        for cluster in range(len(centers)):
-            members = points[nearest == cluster]
-            if len(members):
-                updated[cluster] = members.mean(dim=0)
-        if torch.allclose(updated, centers):
-            break
-        centers = updated
-    inertia = float(torch.cdist(points, centers).pow(2).min(dim=1).values.sum())
-    return centers, inertia
-
-
 def serialize(model: Autoencoder) -> bytes:
     buffer = io.BytesIO()
     torch.save({"spec": asdict(model.spec), "state_dict": model.state_dict()}, buffer)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_PATTERN = "epoch-{epoch:04d}.pt"
 CHECKPOINTS_KEPT = 2
+IDEC_STARTS = 10  # k-means starts for IDEC's centres
+IDEC_START_ITERATIONS = 50
 LOAD_BATCH_ROWS = 4096
 
 
@@ -539,10 +541,13 @@ class _Run:
         self.state.phase = "idec" if self.plan.spec.kind == "idec" else "done"
 
     def _start_clustering(self) -> None:
-        """IDEC's centres: k-means on rank 0's embeddings of its shard, broadcast to every rank."""
+        """IDEC's centres: k-means on rank 0's embeddings of its shard, broadcast to every rank.
+
+        IDEC only sharpens the clusters it starts from, so one unlucky start (two personas under one
+        centre) would be locked in by the clustering loss: the best of several starts is taken."""
         import torch
 
-        from seglib.model import kmeans_centers
+        from seglib.kmeans import best_local_kmeans
 
         if self.group.rank == 0:
             if self.shard is not None:
@@ -550,8 +555,14 @@ class _Run:
             else:
                 sample = torch.cat([batch for _, batch in zip(range(50), self.batches.epoch(), strict=False)])
             embedded = _embed(self.model, sample.to(self.device)).cpu()
-            centers = kmeans_centers(embedded, self.plan.spec.clusters, self.plan.seed)
-            self.model.cluster_centers.data.copy_(centers.to(self.device))
+            centers = best_local_kmeans(
+                embedded.double().numpy(),
+                self.plan.spec.clusters,
+                self.plan.seed,
+                IDEC_STARTS,
+                IDEC_START_ITERATIONS,
+            )
+            self.model.cluster_centers.data.copy_(torch.from_numpy(centers).to(self.device))
         self.group.broadcast_(self.model.cluster_centers.data, "cluster_centers")
         self.state.idec_until = self.state.epoch + self.plan.idec_epochs
 

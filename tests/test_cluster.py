@@ -18,9 +18,7 @@ from seglib.clustering import (
     centers_of,
     euclidean_distance,
     fit_clusters,
-    kmeans_plus_plus,
     load_model,
-    local_kmeans,
     prediction_strength,
     select_k,
     squared_euclidean_silhouette,
@@ -29,6 +27,7 @@ from seglib.config import ClusterConfig, SurrogateConfig
 from seglib.drift import bin_shares, decile_edges, population_stability
 from seglib.errors import ConfigError
 from seglib.identity import cosine_matrix, jaccard_matrix, match_segments, migration
+from seglib.kmeans import best_local_kmeans, kmeans_plus_plus, local_kmeans, squared_distances
 from seglib.profiles import (
     FeatureStat,
     SegmentProfile,
@@ -301,6 +300,29 @@ def test_kmeans_seeding_reaches_planted_centres_of_unequal_groups():
     # A missed group leaves its planted centre 5 or more away from every fitted one.
     assert max(min(np.linalg.norm(center - expected) for center in centers) for expected in truth) < 1.0
     assert cost < 1.1 * 2 * 0.8**2 * len(points)  # close to the planted within-group variance
+
+
+def test_best_local_kmeans_keeps_the_best_of_its_restarts():
+    # Five groups of very unequal sizes. Greedy k-means++ rarely misses a group, so the noise is a draw
+    # (seed 4) on which some single starts do: one centre then covers two groups.
+    planted = np.array([[19.6, 4.7], [1.2, -10.3], [-15.5, -23.2], [-8.8, -2.8], [-8.6, 18.4]])
+    rng = np.random.default_rng(4)
+    points = np.concatenate(
+        [
+            center + 0.5 * rng.normal(size=(n, 2))
+            for center, n in zip(planted, [290, 12, 18, 150, 250], strict=True)
+        ]
+    )
+
+    def inertia(centers: np.ndarray) -> float:
+        return float(squared_distances(points, centers).min(axis=1).sum())
+
+    single = [inertia(best_local_kmeans(points, 5, seed, restarts=1, max_iter=50)) for seed in range(12)]
+    best = [best_local_kmeans(points, 5, seed, restarts=10, max_iter=50) for seed in range(12)]
+    assert max(single) > 2 * min(single)  # some single starts do settle in a poor optimum
+    for centers in best:
+        assert inertia(centers) <= min(single) * 1.001
+        assert float(np.sqrt(squared_distances(planted, centers).min(axis=1)).max()) < 0.5
 
 
 @pytest.mark.parametrize("algorithm", ["kmeans", "bisecting_kmeans", "gaussian_mixture"])

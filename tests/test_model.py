@@ -12,7 +12,6 @@ from seglib.model import (
     Autoencoder,
     AutoencoderSpec,
     deserialize,
-    kmeans_centers,
     serialize,
     target_distribution,
 )
@@ -119,33 +118,7 @@ def test_idec_assignments_target_and_clustering_loss():
     assert with_clusters.item() > reconstruction.item() == pytest.approx(without.item())
 
 
-def test_kmeans_centers_find_planted_groups():
-    generator = torch.Generator().manual_seed(0)
-    planted = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    points = torch.cat([center + 0.3 * torch.randn(50, 2, generator=generator) for center in planted])
-    found = kmeans_centers(points, 3, seed=4)
-    nearest = torch.cdist(planted, found).min(dim=1).values
-    assert float(nearest.max()) < 0.3
-
-
 def test_early_stopping_counts_only_relative_improvements():
     assert is_improvement(1.0, float("inf"), 0.01)
     assert not is_improvement(float("nan"), float("inf"), 0.01)
     assert is_improvement(0.98, 1.0, 0.01) and not is_improvement(0.995, 1.0, 0.01)
-
-
-def test_kmeans_centers_keep_the_best_of_their_restarts():
-    # Nine tight groups on a grid: a single k-means++ start often leaves two groups under one centre.
-    generator = torch.Generator().manual_seed(1)
-    grid = torch.tensor([[float(x), float(y)] for x in range(3) for y in range(3)]) * 10
-    points = torch.cat([center + 0.5 * torch.randn(40, 2, generator=generator) for center in grid])
-
-    def inertia(centers: torch.Tensor) -> float:
-        return float(torch.cdist(points, centers).pow(2).min(dim=1).values.sum())
-
-    single = [inertia(kmeans_centers(points, 9, seed=seed, restarts=1)) for seed in range(12)]
-    best = [kmeans_centers(points, 9, seed=seed, restarts=10) for seed in range(12)]
-    assert max(single) > 2 * min(single)  # some single starts do settle in a poor optimum
-    for centers in best:
-        assert inertia(centers) <= min(single) * 1.001
-        assert float(torch.cdist(grid, centers).min(dim=1).values.max()) < 0.5
