@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from pyspark.sql import SparkSession
 
@@ -24,20 +25,31 @@ SUITE_OVERRIDES = [
 ]
 
 
+def suite_overrides(root: Path, name: str, *overrides: str) -> list[str]:
+    """`--set` values whose folders live under `root` and whose databases are `name` and `name`_raw."""
+    return [
+        *SUITE_OVERRIDES,
+        f"storage.warehouse_dir={root / 'warehouse'}",
+        f"storage.model_dir={root / 'models'}",
+        f"storage.cache_dir={root / 'cache'}",
+        f"storage.database={name}",
+        f"input.database={name}_raw",
+        *overrides,
+    ]
+
+
 def suite_config(root: Path, name: str, *overrides: str) -> SeglibConfig:
     """Config whose folders live under `root` and whose databases are `name` and `name`_raw."""
-    return load_config(
-        None,
-        [
-            *SUITE_OVERRIDES,
-            f"storage.warehouse_dir={root / 'warehouse'}",
-            f"storage.model_dir={root / 'models'}",
-            f"storage.cache_dir={root / 'cache'}",
-            f"storage.database={name}",
-            f"input.database={name}_raw",
-            *overrides,
-        ],
-    )
+    return load_config(None, suite_overrides(root, name, *overrides))
+
+
+def horovod_ranks() -> list[psutil.Process]:
+    """The Horovod rank processes running on this machine (Spark tasks launch them)."""
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if "horovod.spark.task.gloo_exec_fn" in " ".join(process.info["cmdline"] or [])
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from seglib.config import load_config
 from seglib.features import features
 from seglib.generate import generate
 from seglib.train import train
-from tests.conftest import SUITE_OVERRIDES, suite_config
+from tests.conftest import horovod_ranks, suite_config, suite_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -224,14 +225,6 @@ def test_seg_sql_reports_a_bad_query_without_a_traceback(spark, tmp_path, capsys
     assert "Traceback" not in error
 
 
-def horovod_ranks() -> list[psutil.Process]:
-    return [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if "horovod.spark.task.gloo_exec_fn" in " ".join(process.info["cmdline"] or [])
-    ]
-
-
 @pytest.mark.slow
 def test_seg_train_resumes_from_the_last_checkpoint_after_its_driver_was_killed(spark, tmp_path):
     """The whole `seg train` process tree (driver, its JVM, the Spark tasks and Horovod ranks) is
@@ -240,28 +233,22 @@ def test_seg_train_resumes_from_the_last_checkpoint_after_its_driver_was_killed(
     epochs = 30  # with batches of 4 the ranks write a checkpoint about every 0.2 s here
     settings = ["generate.customers=400", f"train.epochs={epochs}", "train.batch_size=4",
                 "train.patience=100", "train.warmup_epochs=1", "train.progress=false"]  # fmt: skip
-    config = suite_config(tmp_path, "seg_driver_killed", *settings)
+    overrides = suite_overrides(tmp_path, "seg_driver_killed", *settings)
+    config = load_config(None, overrides)
     generate(spark, config)
     features(spark, config)
-    overrides = [
-        *SUITE_OVERRIDES,
-        *settings,
-        f"storage.warehouse_dir={tmp_path / 'warehouse'}",
-        f"storage.model_dir={tmp_path / 'models'}",
-        f"storage.cache_dir={tmp_path / 'cache'}",
-        "storage.database=seg_driver_killed",
-        "input.database=seg_driver_killed_raw",
-    ]
     checkpoints = tmp_path / "models" / "autoencoder" / "checkpoints"
-    job = subprocess.Popen(
-        [str(BIN / "seg"), "train", *itertools.chain.from_iterable(("--set", item) for item in overrides)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=VENV_ENV,
-    )  # fmt: skip
+    log = tmp_path / "seg-train.log"  # a file, not a pipe: nobody reads the output while it runs
+    with log.open("w") as output:
+        job = subprocess.Popen(
+            [str(BIN / "seg"), "train", *itertools.chain.from_iterable(("--set", item) for item in overrides)],
+            stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path, env=VENV_ENV,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         # A run keeps only its latest checkpoints: wait for one of epoch 3 or later.
         while max((path.name for path in checkpoints.glob("*/epoch-*.pt")), default="") < "epoch-0003.pt":
-            assert job.poll() is None, f"seg train ended before its third checkpoint:\n{job.stderr.read()}"
+            assert job.poll() is None, f"seg train ended before its third checkpoint:\n{log.read_text()}"
             assert time.monotonic() < deadline, "no third checkpoint within 4 minutes"
             time.sleep(0.02)
         tree = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]

@@ -15,7 +15,6 @@ import time
 
 import mlflow
 import numpy as np
-import psutil
 import pytest
 import torch
 from pyspark.ml.linalg import Vectors
@@ -31,7 +30,7 @@ from seglib.model import AutoencoderSpec
 from seglib.paths import resolve_uri
 from seglib.train import HorovodSparkLauncher, checkpoint_location, plan_training, raise_rank_failures, train
 from seglib.training import TrainingPlan, choose_precision, train_rank
-from tests.conftest import suite_config
+from tests.conftest import horovod_ranks, suite_config
 
 pytestmark = pytest.mark.slow
 
@@ -134,12 +133,7 @@ def test_uneven_shards_take_equal_steps_and_every_rank_stops_at_the_same_epoch(s
 
 
 def rank_processes():
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if "horovod.spark.task.gloo_exec_fn" in " ".join(process.info["cmdline"] or []):
-            with_rank = process.environ().get("HOROVOD_RANK")
-            found.append((with_rank, process))
-    return found
+    return [(process.environ().get("HOROVOD_RANK"), process) for process in horovod_ranks()]
 
 
 def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its_checkpoint(
