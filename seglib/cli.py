@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help='for example: "SELECT segment_id, count(*) FROM seg.customer_segments GROUP BY 1"',
             )
             sub.add_argument("--limit", type=int, default=50, help="rows to print")
+            sub.add_argument(
+                "--allow-writes",
+                action="store_true",
+                help="also run statements that change tables or the catalog (INSERT, DROP, ...); without it "
+                "seg sql runs queries only",
+            )
         if name == "features":
             sub.add_argument(
                 "--describe",
@@ -62,6 +69,39 @@ def build_parser() -> argparse.ArgumentParser:
                 "snapshot instead of computing features",
             )
     return parser
+
+
+READ_STATEMENTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "FROM", "EXPLAIN"})
+INSPECT_STATEMENTS = frozenset({"SHOW", "DESCRIBE", "DESC", "LIST"})
+WRITE_WORDS = frozenset({
+    "INSERT", "MERGE", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER", "TRUNCATE", "REPLACE", "LOAD",
+    "MSCK", "REPAIR", "REFRESH", "CACHE", "UNCACHE", "SET", "RESET", "ADD", "VACUUM", "OPTIMIZE", "RESTORE",
+    "CONVERT", "GRANT", "REVOKE", "USE", "CLEAR", "OVERWRITE", "ANALYZE", "COMMENT", "CLONE", "FSCK", "REORG",
+})  # fmt: skip
+# String literals, quoted identifiers and comments: words inside them are data, not SQL.
+_NOT_SQL_WORDS = re.compile(
+    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`]|``)*`|--[^\n]*|/\*.*?\*/", re.DOTALL
+)
+
+
+def read_only_refusal(query: str) -> str | None:
+    """Why `seg sql` will not run `query` without --allow-writes (None: it only reads).
+
+    A query is read-only when it starts with SELECT/WITH/VALUES/TABLE/FROM/EXPLAIN and has no keyword
+    that changes data or the catalog outside string literals and quoted names (WITH ... INSERT is SQL
+    too); SHOW and DESCRIBE statements likewise. A column literally named like such a keyword needs
+    backticks.
+    """
+    words = [word.upper() for word in re.findall(r"[A-Za-z_]+", _NOT_SQL_WORDS.sub(" ", query))]
+    if not words or words[0] not in READ_STATEMENTS | INSPECT_STATEMENTS:
+        first = words[0] if words else "(nothing)"
+        return f"{first} statements can change tables or the catalog"
+    # SHOW CREATE TABLE only shows the statement.
+    writes = WRITE_WORDS - {"CREATE"} if words[0] in INSPECT_STATEMENTS else WRITE_WORDS
+    found = sorted(writes.intersection(words))
+    if found:
+        return f"the query holds {', '.join(found)}, which can change tables or the catalog (quote a column of that name in backticks)"
+    return None
 
 
 def configure_logging(verbose: bool) -> None:
@@ -79,9 +119,21 @@ def configure_logging(verbose: bool) -> None:
 
 
 def execute(
-    command: str, config: SeglibConfig, query: str | None = None, limit: int = 50, describe: bool = False
+    command: str,
+    config: SeglibConfig,
+    query: str | None = None,
+    limit: int = 50,
+    describe: bool = False,
+    allow_writes: bool = False,
 ) -> Any:
     """Open the session, register the existing tables, run one stage (or the pipeline)."""
+    if command == "sql" and not allow_writes and query is not None:
+        refusal = read_only_refusal(query)
+        if refusal is not None:
+            raise SeglibError(
+                f"seg sql runs queries only, and this one may write: {refusal}. Run it with --allow-writes if "
+                "changing tables is what you mean"
+            )
     from seglib.pipeline import STAGES, run_pipeline
     from seglib.session import open_session
     from seglib.warehouse import Warehouse
@@ -146,6 +198,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
             getattr(args, "query", None),
             getattr(args, "limit", 50),
             getattr(args, "describe", False),
+            getattr(args, "allow_writes", False),
         )
     except SeglibError as error:
         print(f"seg {args.command}: error: {error}", file=sys.stderr)

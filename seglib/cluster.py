@@ -40,7 +40,7 @@ from seglib.clustering import (
     novelty_threshold,
     select_k,
 )
-from seglib.config import SeglibConfig
+from seglib.config import ClusterConfig, SeglibConfig
 from seglib.drift import bin_shares, decile_edges
 from seglib.embed import EMBEDDING_COLUMN, EMBEDDINGS_TABLE, ERROR_COLUMN
 from seglib.errors import InputDataError
@@ -56,7 +56,7 @@ from seglib.profiles import (
     segment_profiles,
     surrogate_tree,
 )
-from seglib.train import models_root
+from seglib.train import model_preprocessing_version, models_root
 from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,18 @@ def embedding_vectors(embeddings: DataFrame) -> DataFrame:
 def segment_counts(segments: DataFrame) -> dict[int, int]:
     """Customers per segment id (novel customers under NOVEL_SEGMENT_ID): k + 1 rows to the driver."""
     return {row["segment_id"]: int(row["count"]) for row in segments.groupBy("segment_id").count().collect()}
+
+
+def require_enough_customers(customers: int, settings: ClusterConfig, table: str, snapshot: dt.date) -> None:
+    """Stop with the fix, not a Spark traceback, when there are fewer customers than segments asked for."""
+    least = settings.selection.k_min if settings.k == "auto" else int(settings.k)
+    if customers < least:
+        key = "cluster.selection.k_min" if settings.k == "auto" else "cluster.k"
+        raise InputDataError(
+            f"{table} holds {customers} customers (below the novelty threshold) for snapshot {snapshot}, fewer "
+            f"than the {least} segments that {key} asks for; set {key} to at most {max(customers, 2)}, or "
+            "segment a snapshot with more customers"
+        )
 
 
 def single_model_version(embeddings: DataFrame, table: str, snapshot: dt.date) -> str:
@@ -326,6 +338,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     vectors = embedding_vectors(embeddings).cache()
     threshold = novelty_threshold(vectors, ERROR_COLUMN, settings.novelty_quantile, settings.novelty_factor)
     typical = vectors.where(F.col(ERROR_COLUMN) <= F.lit(threshold))
+    require_enough_customers(typical.count(), settings, f"{database}.{EMBEDDINGS_TABLE}", snapshot)
     selection = select_k(typical, "_vector", settings) if settings.k == "auto" else None
     k = selection.k if selection is not None else int(settings.k)
     if selection is not None:
@@ -334,7 +347,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     clustered = model.transform(typical).select("customer_id", PREDICTION).cache()
     sizes = {row[PREDICTION]: row["count"] for row in clustered.groupBy(PREDICTION).count().collect()}
 
-    metadata = load_feature_metadata(spark, config)
+    metadata = load_feature_metadata(spark, config, model_preprocessing_version(spark, config, version))
     feature_names = metadata.numeric_features
     features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot).select(
         "customer_id", *feature_names
@@ -414,17 +427,17 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
         for segment_id, profile in by_segment.items()
     ]
     _write_catalog(spark, warehouse, database, snapshot, version, summaries, names)
-    if selection is not None:
-        warehouse.write_snapshot(
-            spark.createDataFrame(
-                selection.as_rows(),
-                "k int, silhouette double, smallest_share double, prediction_strength double, eligible boolean, "
-                "note string, chosen boolean",
-            ).select("*", *stamp),
-            database,
-            SELECTION_TABLE,
-            snapshot,
-        )
+    # Written on every run (empty with a fixed k), so that a rerun never keeps an earlier run's candidates.
+    warehouse.write_snapshot(
+        spark.createDataFrame(
+            selection.as_rows() if selection is not None else [],
+            "k int, silhouette double, smallest_share double, prediction_strength double, eligible boolean, "
+            "note string, chosen boolean",
+        ).select("*", *stamp),
+        database,
+        SELECTION_TABLE,
+        snapshot,
+    )
     if previous is not None:
         old = warehouse.read_snapshot(database, SEGMENTS_TABLE, previous)
         warehouse.write_snapshot(

@@ -9,18 +9,21 @@ import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seglib.errors import ConfigError
+from seglib.paths import mask_credentials
 
-IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+IDENTIFIER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 def validate_identifier(value: str, what: str) -> str:
     """Reject anything but a plain SQL identifier before it can reach a SQL string."""
-    if not IDENTIFIER_PATTERN.match(value):
+    # fullmatch: `$` in match() also matches before a trailing newline, which would reach the SQL.
+    if not isinstance(value, str) or not IDENTIFIER_PATTERN.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} is not a valid identifier: use letters, digits and underscores, "
             "starting with a letter or underscore (at most 128 characters)"
@@ -318,6 +321,26 @@ class FeaturesConfig(_Strict):
         ),
     )
     refit: bool = Field(default=False, description="Refit the saved preprocessing pipeline.")
+    timezone: str = Field(
+        default="UTC",
+        description=(
+            "IANA time zone of business days (e.g. America/New_York): a snapshot day ends at midnight there, "
+            "and recency, windows, weekdays and hours of the day are counted in it. Timestamps stored without "
+            "a zone are read as times in this zone."
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"features.timezone {value!r} is not a known IANA time zone; use a name such as UTC, "
+                "Europe/Berlin or America/New_York"
+            ) from None
+        return value
 
     @field_validator("windows_days")
     @classmethod
@@ -611,8 +634,11 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} has an empty key; write it as section.key=value")
     try:
         value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error})") from error
+    except yaml.YAMLError:
+        # The key only, not the value or YAML's excerpt of it: the value may be a secret.
+        raise ConfigError(
+            f"override of {dotted.strip()!r}: the value is not valid YAML; quote it, e.g. key='value'"
+        ) from None
     return path, value
 
 
@@ -626,6 +652,18 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+_SECRET_WORDS = re.compile(r"(?i)secret|passw|token|credential|access.?key|account.?key|sas|auth|private")
+
+
+def shown_value(location: tuple[Any, ...], value: Any) -> str:
+    """How an error message may show a rejected value: never the values of spark.conf or of any key
+    that sounds like a secret, and URLs with their credentials masked."""
+    if tuple(location[:2]) == ("spark", "conf") or any(_SECRET_WORDS.search(str(part)) for part in location):
+        return "(value hidden)"
+    text = mask_credentials(repr(value))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for problem in error.errors():
@@ -633,7 +671,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         if problem["type"] == "extra_forbidden":
             lines.append(f"  {location}: unknown key; check its spelling against conf/default.yaml")
         else:
-            lines.append(f"  {location}: {problem['msg']} (got {problem.get('input')!r})")
+            lines.append(
+                f"  {location}: {problem['msg']} (got {shown_value(problem['loc'], problem.get('input'))})"
+            )
     return "\n".join(lines)
 
 
@@ -664,7 +704,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key_path, value = _parse_override(override)
         _apply_override(data, key_path, value)
     if overrides:
-        source += f" with overrides {overrides}"
+        # The keys only: an override's value may be a secret (spark.conf={fs.s3a.secret.key: ...}).
+        source += f" with overrides of {[text.split('=', 1)[0] for text in overrides]}"
     try:
         return SeglibConfig.model_validate(data)
     except ValidationError as error:

@@ -12,8 +12,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglib.config import SeglibConfig
-from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE
-from seglib.train import latest_model_version, read_model_payload
+from seglib.features import (
+    FEATURE_VECTOR_COLUMN,
+    FEATURES_TABLE,
+    require_preprocessing,
+    snapshot_preprocessing_version,
+)
+from seglib.train import latest_model_version, model_preprocessing_version, read_model_payload
 from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
 
 log = logging.getLogger(__name__)
@@ -61,11 +66,19 @@ def embedding_udf(model_payload: Broadcast[bytes]) -> Callable[[Column], Column]
 
 
 def embed(spark: SparkSession, config: SeglibConfig, model_version: str | None = None) -> str:
-    """Embed every customer of the snapshot with the given (default: latest) model."""
+    """Embed every customer of the snapshot with the given model (default: the one trained last on this
+    snapshot, else the latest); its preprocessing version must be the one that scaled the features."""
     snapshot = config.features.snapshot_date
-    version = model_version or latest_model_version(spark, config)
+    version = model_version or latest_model_version(spark, config, snapshot)
+    log.info("embedding snapshot %s with model %s", snapshot, version)
     warehouse = Warehouse.from_config(spark, config)
     features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot)
+    require_preprocessing(
+        model_preprocessing_version(spark, config, version),
+        snapshot_preprocessing_version(features, f"{config.storage.database}.{FEATURES_TABLE}", snapshot),
+        f"model {version}",
+        snapshot,
+    )
     payload = spark.sparkContext.broadcast(read_model_payload(spark, config, version))
     embeddings = features.select(
         "customer_id",

@@ -15,3 +15,7 @@ class InputDataError(SeglibError):
 
 class TrainingError(SeglibError):
     """Distributed training failed; the message carries the failing rank's traceback."""
+
+
+class UnsafeWriteError(SeglibError):
+    """A write would touch a table, folder or catalog entry that seglib did not create itself."""

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -36,7 +37,8 @@ from seglib import fs
 from seglib.config import EventsInput, SeglibConfig, validate_identifier
 from seglib.errors import InputDataError
 from seglib.inputs import InputTables, read_inputs
-from seglib.paths import join_uri, resolve_uri
+from seglib.paths import join_uri, mask_credentials, resolve_uri
+from seglib.session import session_time_zone
 from seglib.validation import QUARANTINE_TABLE, end_of_day
 from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
 
@@ -79,15 +81,27 @@ class FeatureSettings:
     event_types: dict[str, list[str]] = field(default_factory=dict)
     session_gap_minutes: int = 30
     min_rate_support: int = 3
+    timezone: str = "UTC"  # the zone whose midnight ends the snapshot day
+
+    @property
+    def cutoff(self) -> dt.datetime:
+        """The first instant after the snapshot day: only rows before it are visible."""
+        return end_of_day(self.snapshot, self.timezone)
 
 
 def slug_column(prefix: str, value: str) -> str:
     """`<prefix>_<value>`; a value that is not already a plain lower-case name gets a hash suffix,
     so that "Home & Garden" and "home_garden" can never collide."""
     slug = re.sub(r"[^a-z0-9]+", "_", value.lower()).strip("_")
+    digest = hashlib.sha1(value.encode("utf-8")).hexdigest()[:6]
     if slug != value:
-        slug = f"{slug}_{hashlib.sha1(value.encode('utf-8')).hexdigest()[:6]}".lstrip("_")
-    return validate_identifier(f"{prefix}_{slug}"[:128], "feature name")
+        slug = f"{slug}_{digest}".lstrip("_")
+    name = f"{prefix}_{slug}"
+    if len(name) > 128:
+        # Cut the readable part, never the hash: two long values that share their first 128 characters
+        # must not become one column.
+        name = f"{prefix}_{slug}"[: 128 - len(digest) - 1].rstrip("_") + f"_{digest}"
+    return validate_identifier(name, "feature name")
 
 
 def category_share_column(category: str) -> str:
@@ -226,7 +240,7 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     if "is_return" in columns:
         returned = returned | F.coalesce(F.col("is_return"), F.lit(False))
     visible = (
-        transactions.where(F.col("timestamp") < F.lit(end_of_day(snapshot)))
+        transactions.where(F.col("timestamp") < F.lit(settings.cutoff))
         .select(
             "*",
             returned.alias("_return"),
@@ -336,7 +350,7 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
 
 
 def top_values_of(
-    frame: DataFrame, columns: list[str], snapshot: dt.date, limit: int
+    frame: DataFrame, columns: list[str], snapshot: dt.date, limit: int, timezone: str = "UTC"
 ) -> dict[str, list[str]]:
     """The most frequent values of each column up to the snapshot, in one pass (a small result)."""
     present = [column for column in columns if column in frame.columns]
@@ -347,7 +361,7 @@ def top_values_of(
         *[F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value")) for c in present]
     )
     counts = (
-        frame.where(F.col("timestamp") < F.lit(end_of_day(snapshot)))
+        frame.where(F.col("timestamp") < F.lit(end_of_day(snapshot, timezone)))
         .select(F.explode(pairs).alias("pair"))
         .select("pair.*")
         .where(F.col("value").isNotNull())
@@ -406,7 +420,7 @@ def event_features(events: DataFrame, settings: FeatureSettings) -> DataFrame:
     columns = events.columns
     snapshot = settings.snapshot
     # One shuffle by customer serves the session window and both aggregation levels.
-    visible = events.where(F.col("timestamp") < F.lit(end_of_day(snapshot))).repartition("customer_id")
+    visible = events.where(F.col("timestamp") < F.lit(settings.cutoff)).repartition("customer_id")
     if "session_id" in columns:
         sessions = visible.withColumn("_session", F.col("session_id"))
     else:
@@ -717,6 +731,7 @@ class FeatureMetadata:
     trend_window_days: int
     vector_slots: list[str]
     fitted_snapshot: str
+    version: str = ""  # the preprocessing version (its folder name under model_dir/preprocessing)
 
     @property
     def dimension(self) -> int:
@@ -732,21 +747,81 @@ class FeatureMetadata:
         return [spec["name"] for spec in self.features]
 
 
-def preprocessing_uri(config: SeglibConfig) -> str:
+PREPROCESSING_POINTER = "CURRENT"
+PREPROCESSING_VERSION_COLUMN = "preprocessing_version"
+
+
+def preprocessing_root(config: SeglibConfig) -> str:
     return join_uri(resolve_uri(config.storage.model_dir), "preprocessing")
 
 
-def load_feature_metadata(spark: SparkSession, config: SeglibConfig) -> FeatureMetadata:
-    uri = join_uri(preprocessing_uri(config), "metadata.json")
-    if not fs.exists(spark, uri):
-        raise InputDataError(f"no preprocessing metadata at {uri}; run `seg features` first")
-    try:
-        return FeatureMetadata(**json.loads(fs.read_text(spark, uri)))
-    except TypeError:
+def preprocessing_uri(config: SeglibConfig, version: str) -> str:
+    """One folder per fitted pipeline (`pipeline/` and `metadata.json`), never rewritten once complete."""
+    return join_uri(preprocessing_root(config), version)
+
+
+def new_preprocessing_version(snapshot: dt.date) -> str:
+    return f"pp-{snapshot:%Y%m%d}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"
+
+
+def current_preprocessing_version(spark: SparkSession, config: SeglibConfig) -> str | None:
+    """The version that `seg features` applies unless told otherwise; None before the first fit."""
+    root = preprocessing_root(config)
+    pointer = join_uri(root, PREPROCESSING_POINTER)
+    if fs.exists(spark, pointer):
+        return fs.read_text(spark, pointer).strip()
+    if fs.exists(spark, join_uri(root, "metadata.json")):
         raise InputDataError(
-            f"preprocessing metadata at {uri} was written by an older seglib; run `seg features` with "
-            "features.refit=true"
-        ) from None
+            f"the preprocessing pipeline under {mask_credentials(root)} was saved by an older seglib, unversioned; "
+            "run `seg features --set features.refit=true` to fit a versioned one, then retrain"
+        )
+    return None
+
+
+def load_feature_metadata(
+    spark: SparkSession, config: SeglibConfig, version: str | None = None
+) -> FeatureMetadata:
+    """The metadata of one preprocessing version (default: the current one)."""
+    version = version or current_preprocessing_version(spark, config)
+    if version is None:
+        raise InputDataError(
+            f"no preprocessing pipeline under {mask_credentials(preprocessing_root(config))}; run `seg features` first"
+        )
+    uri = join_uri(preprocessing_uri(config, version), "metadata.json")
+    if not fs.exists(spark, uri):
+        raise InputDataError(
+            f"preprocessing version {version} has no metadata at {mask_credentials(uri)}; run `seg features` for "
+            "the snapshot again (with features.refit=true for a new version) and retrain"
+        )
+    return FeatureMetadata(**json.loads(fs.read_text(spark, uri)))
+
+
+def snapshot_preprocessing_version(features: DataFrame, table: str, snapshot: dt.date) -> str:
+    """The preprocessing version that scaled a snapshot's customer_features (one per snapshot)."""
+    if PREPROCESSING_VERSION_COLUMN not in features.columns:
+        raise InputDataError(
+            f"{table} of snapshot {snapshot} was written by an older seglib and does not record its "
+            "preprocessing version; run `seg features` for the snapshot again"
+        )
+    row = features.agg(
+        F.min(PREPROCESSING_VERSION_COLUMN).alias("low"), F.max(PREPROCESSING_VERSION_COLUMN).alias("high")
+    ).first()
+    if row is None or row["low"] is None or row["low"] != row["high"]:
+        raise InputDataError(
+            f"{table} of snapshot {snapshot} does not hold exactly one preprocessing version; run `seg features` "
+            "for the snapshot again"
+        )
+    return str(row["low"])
+
+
+def require_preprocessing(expected: str, found: str, what: str, snapshot: dt.date) -> None:
+    """Stop when features scaled by one preprocessing version would meet a model trained on another."""
+    if expected != found:
+        raise InputDataError(
+            f"{what} expects features scaled by preprocessing version {expected}, but customer_features of "
+            f"snapshot {snapshot} were scaled by {found}. Run `seg features` for the snapshot with the model's "
+            f"version (seg score does this itself), or retrain on features of version {found}"
+        )
 
 
 FeatureStatistics = dict[str, dict[str, float | None]]
@@ -840,6 +915,7 @@ def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) 
         event_types={kind: list(values) for kind, values in events.event_types.items()} if events else {},
         session_gap_minutes=events.session_gap_minutes if events else 30,
         min_rate_support=config.features.min_rate_support,
+        timezone=config.features.timezone,
     )
 
 
@@ -856,8 +932,35 @@ def all_null_features(stats: FeatureStatistics, feature_set: FeatureSet) -> froz
     return empty
 
 
-def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
-    """Validate the inputs, compute the snapshot's features, fit or reuse the pipeline, write the tables."""
+def require_accepted_transactions(inputs: InputTables) -> None:
+    """Stop (after the quarantine is written) when not one transaction was accepted."""
+    for table, counts in inputs.counts.items():
+        if table == inputs.transactions_label and counts.get("accepted", 0) == 0:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in counts.items() if reason != "accepted")
+            raise InputDataError(
+                f"table {table} (transactions): every one of its {sum(counts.values())} rows was quarantined "
+                f"({reasons}); see the quarantine table for the rows. Check the column mapping in "
+                "input.transactions.columns, input.transactions.timestamp_format and features.snapshot_date"
+            )
+
+
+def features(
+    spark: SparkSession, config: SeglibConfig, preprocessing_version: str | None = None
+) -> FeaturesResult:
+    """Validate the inputs, compute the snapshot's features, fit or reuse the pipeline, write the tables.
+
+    The pipeline applied is `preprocessing_version` when given (seg score passes its model's), else the
+    current one; `features.refit` (or the first run) fits a new version, which becomes current only once
+    the snapshot's tables are written. Days are counted in `features.timezone` (the session's time zone
+    is set to it for the stage and restored after).
+    """
+    with session_time_zone(spark, config.features.timezone):
+        return _compute_features(spark, config, preprocessing_version)
+
+
+def _compute_features(
+    spark: SparkSession, config: SeglibConfig, preprocessing_version: str | None
+) -> FeaturesResult:
     snapshot = config.features.snapshot_date
     inputs: InputTables = read_inputs(spark, config)
     warehouse = Warehouse.from_config(spark, config)
@@ -866,62 +969,96 @@ def features(spark: SparkSession, config: SeglibConfig) -> FeaturesResult:
     warehouse.write_snapshot(
         inputs.rejected.withColumn(SNAPSHOT_COLUMN, F.lit(snapshot)), database, QUARANTINE_TABLE, snapshot
     )
-    pipeline_uri = join_uri(preprocessing_uri(config), "pipeline")
-    reuse = not config.features.refit and fs.exists(spark, pipeline_uri)
-    if reuse:
-        saved = load_feature_metadata(spark, config)
+    require_accepted_transactions(inputs)
+    version = preprocessing_version
+    if version is None and not config.features.refit:
+        version = current_preprocessing_version(spark, config)
+    saved = load_feature_metadata(spark, config, version) if version is not None else None
+    if saved is not None:
         categories, channels = saved.categories, saved.channels
     else:
         top = top_values_of(
-            inputs.transactions, ["category", "channel"], snapshot, config.features.max_categories
+            inputs.transactions,
+            ["category", "channel"],
+            snapshot,
+            config.features.max_categories,
+            config.features.timezone,
         )
         categories, channels = top["category"], top["channel"]
     raw, feature_set = build_features(
         inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
     )
-    if reuse:
+    if saved is not None:
         # Known from the configuration and the mapped columns alone: refuse before computing anything.
         names = [spec.name for spec in feature_set.specs]
         if names != saved.feature_names or list(config.features.windows_days) != saved.windows_days:
             raise InputDataError(
-                f"the saved preprocessing pipeline (fitted on snapshot {saved.fitted_snapshot}) expects the "
+                f"preprocessing version {version} (fitted on snapshot {saved.fitted_snapshot}) expects the "
                 f"features {saved.feature_names}, but the inputs and config now give {names}; run with "
                 "features.refit=true (and retrain) to fit a new one"
             )
     # One row per customer, read by the statistics, the pipeline fit and the write: staged once as
-    # Parquet under cache_dir rather than cached in executor memory.
-    staging = join_uri(resolve_uri(config.storage.cache_dir), "features_staging", snapshot.isoformat())
-    raw.write.mode("overwrite").parquet(staging)
-    raw = spark.read.parquet(staging)
-    customers, stats = population_statistics(raw, feature_set)
-    if reuse:
-        model = PipelineModel.load(pipeline_uri)
-        metadata = saved
-        log.info("reusing preprocessing pipeline fitted on %s", saved.fitted_snapshot)
-    else:
-        model = preprocessing_pipeline(feature_set, all_null_features(stats, feature_set)).fit(raw)
-        model.write().overwrite().save(pipeline_uri)
-        metadata = FeatureMetadata(
-            features=[asdict(spec) for spec in feature_set.specs],
-            categories=categories,
-            channels=channels,
-            windows_days=list(config.features.windows_days),
-            trend_window_days=config.features.trend_window_days,
-            vector_slots=vector_slot_names(model, feature_set),
-            fitted_snapshot=snapshot.isoformat(),
-        )
-        fs.write_text(
-            spark,
-            join_uri(preprocessing_uri(config), "metadata.json"),
-            json.dumps(asdict(metadata), indent=2),
-        )
-        log.info("fitted preprocessing pipeline on snapshot %s (%d inputs)", snapshot, metadata.dimension)
-    warehouse.write_snapshot(apply_preprocessing(model, raw), database, FEATURES_TABLE, snapshot)
-    warehouse.write_snapshot(
-        catalog_frame(spark, feature_set, stats, snapshot), database, CATALOG_TABLE, snapshot
+    # Parquet under cache_dir (a folder of this run's own) rather than cached in executor memory.
+    staging = join_uri(
+        resolve_uri(config.storage.cache_dir), "features_staging", f"{snapshot.isoformat()}-{uuid.uuid4().hex}"
     )
-    fs.delete(spark, staging)
+    try:
+        raw.write.parquet(staging)
+        raw = spark.read.parquet(staging)
+        customers, stats = population_statistics(raw, feature_set)
+        if saved is not None and version is not None:
+            model = PipelineModel.load(join_uri(preprocessing_uri(config, version), "pipeline"))
+            metadata = saved
+            log.info("applying preprocessing version %s (fitted on %s)", version, saved.fitted_snapshot)
+        else:
+            version = new_preprocessing_version(snapshot)
+            model, metadata = _fit_preprocessing(spark, config, version, raw, feature_set, stats, categories, channels)
+        scaled = apply_preprocessing(model, raw)
+        scaled = scaled.select(
+            *raw.columns, F.lit(version).alias(PREPROCESSING_VERSION_COLUMN), FEATURE_VECTOR_COLUMN
+        )
+        warehouse.write_snapshot(scaled, database, FEATURES_TABLE, snapshot)
+        warehouse.write_snapshot(
+            catalog_frame(spark, feature_set, stats, snapshot), database, CATALOG_TABLE, snapshot
+        )
+        if saved is None:
+            # Last: a refit that fails before this point leaves the previous version current.
+            fs.write_text(spark, join_uri(preprocessing_root(config), PREPROCESSING_POINTER), version)
+    finally:
+        fs.delete(spark, staging)
     return FeaturesResult(metadata=metadata, customers=customers, input_counts=inputs.counts)
+
+
+def _fit_preprocessing(
+    spark: SparkSession,
+    config: SeglibConfig,
+    version: str,
+    raw: DataFrame,
+    feature_set: FeatureSet,
+    stats: FeatureStatistics,
+    categories: list[str],
+    channels: list[str],
+) -> tuple[PipelineModel, FeatureMetadata]:
+    """Fit a new preprocessing version and save it in a folder of its own."""
+    snapshot = config.features.snapshot_date
+    model = preprocessing_pipeline(feature_set, all_null_features(stats, feature_set)).fit(raw)
+    folder = preprocessing_uri(config, version)
+    model.write().save(join_uri(folder, "pipeline"))
+    metadata = FeatureMetadata(
+        features=[asdict(spec) for spec in feature_set.specs],
+        categories=categories,
+        channels=channels,
+        windows_days=list(config.features.windows_days),
+        trend_window_days=config.features.trend_window_days,
+        vector_slots=vector_slot_names(model, feature_set),
+        fitted_snapshot=snapshot.isoformat(),
+        version=version,
+    )
+    fs.write_text(spark, join_uri(folder, "metadata.json"), json.dumps(asdict(metadata), indent=2))
+    log.info(
+        "fitted preprocessing version %s on snapshot %s (%d inputs)", version, snapshot, metadata.dimension
+    )
+    return model, metadata
 
 
 def describe_features(spark: SparkSession, config: SeglibConfig) -> str:

@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.config import EVENT_KINDS, SeglibConfig
+from seglib.errors import UnsafeWriteError
 from seglib.features import DAYPARTS
 from seglib.warehouse import Warehouse
 
@@ -436,7 +437,7 @@ def generate_transactions(people: DataFrame, seed: int, end_date: dt.date, domai
         F.lit(0.0).alias("discount"),
         F.lit(True).alias("is_return"),
     )
-    end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min))
+    end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC))
     return purchases.drop("_returned", "_return_delay").unionByName(returns.where(F.col("timestamp") < end))
 
 
@@ -497,7 +498,7 @@ def inject_transaction_problems(
     key = F.col("transaction_id")
     problem = F.when(uniform(seed, "dirty", key) < rate, (uniform(seed, "dirty_kind", key) * 5).cast("int"))
     marked = transactions.withColumn("_problem", problem)
-    after_end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min)).cast(
+    after_end = F.lit(dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)).cast(
         "timestamp"
     ) + F.make_interval(days=(uniform(seed, "dirty_days", key) * 60).cast("int"))
     broken = marked.select(
@@ -528,7 +529,7 @@ def inject_event_problems(events: DataFrame, seed: int, rate: float, end_date: d
             F.when(F.col("_problem") == 1, F.lit(None))
             .when(
                 F.col("_problem") == 2,
-                F.greatest(after_end, F.lit(dt.datetime.combine(end_date, dt.time.max))),
+                F.greatest(after_end, F.lit(dt.datetime.combine(end_date, dt.time.max, tzinfo=dt.UTC))),
             )
             .otherwise(F.col("timestamp"))
             .alias("timestamp"),
@@ -595,8 +596,37 @@ class GeneratedCounts:
     events: int
 
 
+def claim_generated_tables(spark: SparkSession, warehouse: Warehouse, config: SeglibConfig) -> None:
+    """Stop before writing anything unless every table the generator would write is absent or its own."""
+    from seglib.inputs import claim_source
+
+    inputs = config.input
+    sources = {"transactions": inputs.transactions.source}
+    if inputs.customers is not None:
+        sources["customers"] = inputs.customers.source
+    if inputs.events is not None:
+        sources["events"] = inputs.events.source
+    try:
+        warehouse.claim(inputs.database, TRUTH_TABLE)
+        for role, source in sources.items():
+            try:
+                claim_source(spark, warehouse, source, inputs.database)
+            except UnsafeWriteError as error:
+                raise UnsafeWriteError(f"input.{role}: {error}") from None
+    except UnsafeWriteError as error:
+        raise UnsafeWriteError(
+            f"seg generate writes synthetic data where input: reads, and stops here without writing: {error}. "
+            "To segment your own tables, remove generate from run.stages (conf/default.yaml lists it for "
+            "the built-in demo)"
+        ) from None
+
+
 def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
-    """Write the raw tables where the input config reads them, in its column names, and persona_truth."""
+    """Write the raw tables where the input config reads them, in its column names, and persona_truth.
+
+    Only where nothing is yet, or where seglib's generator wrote before: every target is checked before
+    the first row is written, so a configuration that points input: at real tables changes nothing.
+    """
     from seglib.inputs import mapped_columns, read_source, write_source
 
     settings = config.generate
@@ -604,6 +634,7 @@ def generate(spark: SparkSession, config: SeglibConfig) -> GeneratedCounts:
     domain = DOMAINS[settings.domain]
     domain = dataclasses.replace(domain, orders_scale=domain.orders_scale * settings.orders_scale)
     warehouse = Warehouse.from_config(spark, config)
+    claim_generated_tables(spark, warehouse, config)
     people = generate_customers(
         spark,
         settings.customers,

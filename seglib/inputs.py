@@ -29,6 +29,8 @@ from seglib.config import (
     TransactionsInput,
 )
 from seglib.errors import InputDataError
+from seglib.ownership import claim_folder, mark_folder
+from seglib.paths import quote_identifier
 from seglib.validation import (
     SOURCE_ROW,
     ValidatedTable,
@@ -129,14 +131,28 @@ def read_source(
         raise InputDataError(f"cannot read {label}: {first_line}") from None
 
 
+def claim_source(spark: SparkSession, warehouse: Warehouse, source: SourceConfig, default_database: str) -> None:
+    """Stop (UnsafeWriteError) unless `source` is absent or was written by seglib: nothing else is ever
+    overwritten, whatever the configuration says."""
+    label = source_label(source, default_database)
+    if source.format == "table":
+        database, table = label.split(".")
+        warehouse.claim(database, table)
+        return
+    assert source.path is not None
+    claim_folder(spark, source.path, f"writing {label}")
+
+
 def write_source(df: DataFrame, warehouse: Warehouse, source: SourceConfig, default_database: str) -> None:
-    """Write a frame where `source` reads from (the synthetic generator writes through this)."""
+    """Write a frame where `source` reads from (the synthetic generator writes through this); only to
+    a location that `claim_source` allows, marked as seglib's afterwards."""
     label = source_label(source, default_database)
     if source.format == "table":
         database, table = label.split(".")
         warehouse.write_table(df, database, table)
         return
     assert source.path is not None
+    claim_folder(warehouse.spark, source.path, f"writing {label}")
     writer = df.write.mode("overwrite").options(**source.options)
     if source.format == "csv":
         writer.option("header", source.options.get("header", "true")).csv(source.path)
@@ -144,6 +160,7 @@ def write_source(df: DataFrame, warehouse: Warehouse, source: SourceConfig, defa
         writer.format("delta").option("overwriteSchema", "true").save(source.path)
     else:
         writer.format("parquet").save(source.path)
+    mark_folder(warehouse.spark, source.path)
 
 
 def mapped_columns(table: TableConfig) -> dict[str, str]:
@@ -212,8 +229,8 @@ def canonical_frame(
                 f"which cannot be read as a {kind}; expected one of: {accepted}. Cast it in the source "
                 "table or a view, or map another column"
             )
-        selected.append(_cast(F.col(f"`{source}`"), data_type, kind, pattern).alias(canonical))
-    original = F.struct(*[F.col(f"`{name}`") for name in df.columns]).alias(SOURCE_ROW)
+        selected.append(_cast(F.col(quote_identifier(source)), data_type, kind, pattern).alias(canonical))
+    original = F.struct(*[F.col(quote_identifier(name)) for name in df.columns]).alias(SOURCE_ROW)
     return df.select(*selected, original)
 
 
@@ -233,6 +250,7 @@ class InputTables:
     events: DataFrame | None
     rejected: DataFrame
     counts: dict[str, dict[str, int]]
+    transactions_label: str = ""  # the key of the transactions table in `counts`
 
 
 def _attribute_kinds(customers: CustomersInput) -> dict[str, Kind]:
@@ -267,12 +285,12 @@ def require_rows(validated: ValidatedTable, role: TableRole) -> ValidatedTable:
 
 def check_snapshot_range(validated: ValidatedTable, snapshot: dt.date, grace_days: int) -> None:
     """Stop when the snapshot lies before the transactions start or long after they end."""
-    if validated.first_ts is None or validated.last_ts is None:
+    if validated.first_day is None or validated.last_day is None:
         raise InputDataError(
             f"table {validated.name} (transactions) has no row with a readable timestamp; check the "
             "timestamp column mapping and input.transactions.timestamp_format"
         )
-    first, last = validated.first_ts.date(), validated.last_ts.date()
+    first, last = validated.first_day, validated.last_day
     if snapshot < first:
         raise InputDataError(
             f"features.snapshot_date {snapshot} is before the first transaction in {validated.name} "
@@ -289,14 +307,16 @@ def check_snapshot_range(validated: ValidatedTable, snapshot: dt.date, grace_day
 def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
     """Read, check the columns of, and validate the rows of every configured raw table."""
     warehouse = Warehouse.from_config(spark, config)
-    snapshot = config.features.snapshot_date
+    snapshot, timezone = config.features.snapshot_date, config.features.timezone
     settings = config.input
     validated: dict[TableRole, ValidatedTable] = {}
 
     label, frame = _load(spark, warehouse, config, "transactions", settings.transactions,
                          settings.transactions.timestamp_format)  # fmt: skip
     validated["transactions"] = require_rows(
-        validate_rows(frame, label, transaction_rules(frame.columns, snapshot), time_column="timestamp"),
+        validate_rows(
+            frame, label, transaction_rules(frame.columns, snapshot, timezone), time_column="timestamp"
+        ),
         "transactions",
     )
     check_snapshot_range(validated["transactions"], snapshot, config.features.snapshot_grace_days)
@@ -305,14 +325,23 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
             spark, warehouse, config, "customers", settings.customers, settings.customers.date_format
         )
         validated["customers"] = require_rows(
-            validate_rows(frame, label, customer_rules(frame.columns, snapshot)), "customers"
+            validate_rows(
+                frame,
+                label,
+                customer_rules(
+                    frame.columns,
+                    snapshot,
+                    tuple(f"attr_{name}" for name in settings.customers.numeric_attributes),
+                ),
+            ),
+            "customers",
         )
     if settings.events is not None:
         label, frame = _load(
             spark, warehouse, config, "events", settings.events, settings.events.timestamp_format
         )
         validated["events"] = require_rows(
-            validate_rows(frame, label, event_rules(frame.columns, snapshot)), "events"
+            validate_rows(frame, label, event_rules(frame.columns, snapshot, timezone)), "events"
         )
     rejected = functools.reduce(DataFrame.unionByName, [table.rejected for table in validated.values()])
     return InputTables(
@@ -321,4 +350,5 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
         events=validated["events"].accepted if "events" in validated else None,
         rejected=rejected,
         counts={table.name: table.counts for table in validated.values()},
+        transactions_label=validated["transactions"].name,
     )

@@ -43,3 +43,38 @@ def same_location(first: str, second: str) -> bool:
         return scheme, parsed.netloc if scheme != "file" else "", unquote(parsed.path).rstrip("/")
 
     return normalized(first) == normalized(second)
+
+
+def parent_uri(uri: str) -> str:
+    """The folder that holds `uri`; a bucket or filesystem root is its own parent (s3a://bucket, file:/)."""
+    parsed = urlparse(uri)
+    path = parsed.path.rstrip("/")
+    if not path:
+        return uri.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    if parsed.scheme:
+        authority = f"//{parsed.netloc}" if parsed.netloc or uri.startswith(f"{parsed.scheme}://") else ""
+        return f"{parsed.scheme}:{authority}{parent or '/'}"
+    return parent or "/"
+
+
+def sql_string(value: str) -> str:
+    """A Spark SQL string literal: quotes and backslashes escaped, so a location cannot end the string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_identifier(name: str) -> str:
+    """A column name as a Spark SQL quoted identifier (a backtick inside the name is doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*)(:[^/@\s]*)?@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:sig|signature|token|access_?key|secret|password|x-amz-signature|x-amz-credential)=)[^&\s]+"
+)
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the credentials of any URL in it replaced by ***: user:password@ and signed query keys."""
+    masked = _USER_INFO.sub(lambda m: f"{m['scheme']}***@", text)
+    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}***", masked)

@@ -54,7 +54,11 @@ def run_pipeline(spark: SparkSession, config: SeglibConfig) -> PipelineReport:
     for stage in config.run.stages:
         log.info("stage %s: starting", stage)
         started = time.perf_counter()
-        report.results[stage] = STAGES[stage](spark, config)
+        if stage == "embed" and "train" in report.results:
+            # The model this run trained, by name: never "the latest" that another job may have moved.
+            report.results[stage] = embed(spark, config, model_version=report.results["train"].version)
+        else:
+            report.results[stage] = STAGES[stage](spark, config)
         report.stage_seconds[stage] = time.perf_counter() - started
         log.info("stage %s: done in %.1fs", stage, report.stage_seconds[stage])
     return report

@@ -18,7 +18,7 @@ from seglib.cluster import CATALOG_TABLE, PROFILES_TABLE, RUNS_TABLE, SEGMENTS_T
 from seglib.config import SeglibConfig
 from seglib.embed import EMBEDDING_COLUMN, EMBEDDINGS_TABLE
 from seglib.errors import InputDataError
-from seglib.paths import join_uri, resolve_uri
+from seglib.paths import join_uri, parent_uri, resolve_uri
 from seglib.score import DRIFT_TABLE
 from seglib.warehouse import Warehouse
 
@@ -41,7 +41,8 @@ def report_folder(config: SeglibConfig, snapshot: dt.date) -> str:
     if config.report.directory is not None:
         root = resolve_uri(config.report.directory)
     else:
-        root = join_uri(resolve_uri(config.storage.model_dir).rsplit("/", 1)[0], "reports")
+        # parent_uri: a model_dir at a bucket root (s3a://bucket) keeps its reports in that bucket.
+        root = join_uri(parent_uri(resolve_uri(config.storage.model_dir)), "reports")
     return join_uri(root, snapshot.isoformat())
 
 

@@ -2,8 +2,9 @@
 retraining; upsert into customer_segments; write a drift record.
 
 The segmentation used is the latest run (segmentation_runs) at or before the scored snapshot, or the
-one of `score.segmentation_snapshot`. customer_segments is upserted with a Delta MERGE keyed by
-customer and snapshot, so late data for a snapshot adds and updates customers and never duplicates.
+one of `score.segmentation_snapshot`; never a later one. customer_segments is upserted with a Delta
+MERGE keyed by customer and snapshot, so late data for a snapshot adds and updates customers and never
+duplicates, and customers no longer in the snapshot's features leave it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from seglib.drift import bin_shares, population_stability
 from seglib.embed import EMBEDDINGS_TABLE, embed
 from seglib.errors import ConfigError, InputDataError
 from seglib.features import FEATURES_TABLE, features
-from seglib.paths import join_uri, resolve_uri
-from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
+from seglib.train import model_preprocessing_version
+from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse, retry_concurrent_commits
 
 log = logging.getLogger(__name__)
 
@@ -79,57 +80,75 @@ class ScoreResult:
 
 
 def segmentation_to_use(warehouse: Warehouse, config: SeglibConfig) -> tuple[dt.date, str]:
+    """The segmentation run (snapshot, model version) that scores `features.snapshot_date`: the one of
+    `score.segmentation_snapshot`, else the latest at or before the scored snapshot (never a later one:
+    its model would have learnt from the future of the scored snapshot)."""
     database, snapshot = config.storage.database, config.features.snapshot_date
     if not warehouse.exists(database, RUNS_TABLE):
         raise InputDataError(
             f"{database}.{RUNS_TABLE} does not exist: no segmentation to score with; run `seg run` (or train, "
             "embed and cluster) on a training snapshot first"
         )
-    runs = warehouse.read(database, RUNS_TABLE)
+    runs = warehouse.read(database, RUNS_TABLE).select(SNAPSHOT_COLUMN, "model_version")
     chosen = config.score.segmentation_snapshot
     if chosen is not None:
-        runs = runs.where(F.col(SNAPSHOT_COLUMN) == F.lit(chosen))
-    else:
-        earlier = runs.where(F.col(SNAPSHOT_COLUMN) <= F.lit(snapshot))
-        runs = earlier if not earlier.isEmpty() else runs
-    row = runs.orderBy(F.col(SNAPSHOT_COLUMN).desc()).select(SNAPSHOT_COLUMN, "model_version").first()
-    if row is None:
-        raise InputDataError(
+        candidates = runs.where(F.col(SNAPSHOT_COLUMN) == F.lit(chosen))
+        missing = (
             f"{database}.{RUNS_TABLE} holds no segmentation of snapshot {chosen}; set score.segmentation_snapshot "
-            "to a snapshot that `seg cluster` ran for, or leave it null for the latest"
+            "to a snapshot that `seg cluster` ran for, or leave it null for the latest at or before the scored one"
         )
-    return row[0], row[1]
+    else:
+        candidates = runs.where(F.col(SNAPSHOT_COLUMN) <= F.lit(snapshot))
+        missing = (
+            f"{database}.{RUNS_TABLE} holds no segmentation at or before snapshot {snapshot}; score a snapshot on "
+            "or after a clustered one, or set score.segmentation_snapshot explicitly"
+        )
+    row = candidates.orderBy(F.col(SNAPSHOT_COLUMN).desc()).first()
+    if row is None:
+        raise InputDataError(missing)
+    segmentation_snapshot, version = row[0], row[1]
+    own = runs.where(F.col(SNAPSHOT_COLUMN) == F.lit(snapshot)).first()
+    if own is not None and (segmentation_snapshot != snapshot or own[1] != version):
+        raise InputDataError(
+            f"snapshot {snapshot} has a segmentation of its own (`seg cluster`, model {own[1]}); scoring it with "
+            f"the segmentation of {segmentation_snapshot} would leave its segment catalog and profiles describing "
+            "other segments than customer_segments. Score another snapshot, or set score.segmentation_snapshot "
+            f"to {snapshot}"
+        )
+    return segmentation_snapshot, version
 
 
 def upsert_segments(warehouse: Warehouse, config: SeglibConfig, scored: DataFrame, snapshot: dt.date) -> None:
-    """MERGE keyed by (customer_id, snapshot_date): scored customers are updated or inserted, the
-    snapshot's other customers stay as they were."""
+    """The snapshot's rows become exactly the scored customers: a Delta MERGE keyed by (customer_id,
+    snapshot_date) updates and inserts them and deletes the snapshot's customers that this scoring no
+    longer holds (features and embeddings of the snapshot were replaced too). Every clause is confined
+    to the snapshot, so other snapshots (and jobs writing them) are never touched."""
     database = config.storage.database
-    if not warehouse.exists(database, SEGMENTS_TABLE):
+    if warehouse.format != "delta" or not warehouse.exists(database, SEGMENTS_TABLE):
         warehouse.write_snapshot(scored, database, SEGMENTS_TABLE, snapshot)
         return
-    if warehouse.format == "delta":
-        from delta.tables import DeltaTable
+    from delta.tables import DeltaTable
 
+    warehouse.claim(database, SEGMENTS_TABLE)
+    day = f"DATE'{snapshot.isoformat()}'"
+
+    def merge() -> None:
         target = DeltaTable.forPath(warehouse.spark, warehouse.location(database, SEGMENTS_TABLE))
         (
             target.alias("target")
             .merge(
                 scored.alias("scored"),
-                f"target.customer_id = scored.customer_id AND target.{SNAPSHOT_COLUMN} = scored.{SNAPSHOT_COLUMN}",
+                f"target.{SNAPSHOT_COLUMN} = {day} AND target.customer_id = scored.customer_id "
+                f"AND target.{SNAPSHOT_COLUMN} = scored.{SNAPSHOT_COLUMN}",
             )
             .whenMatchedUpdateAll()
             .whenNotMatchedInsertAll()
+            .whenNotMatchedBySourceDelete(condition=f"target.{SNAPSHOT_COLUMN} = {day}")
             .execute()
         )
-        warehouse.register(database, SEGMENTS_TABLE)
-        return
-    # Parquet has no MERGE: stage the snapshot's merged rows, then replace the snapshot's partition.
-    existing = warehouse.read(database, SEGMENTS_TABLE).where(F.col(SNAPSHOT_COLUMN) == F.lit(snapshot))
-    kept = existing.join(scored.select("customer_id"), "customer_id", "left_anti").select(*scored.columns)
-    staging = join_uri(resolve_uri(config.storage.cache_dir), f"score-{snapshot:%Y%m%d}")
-    kept.unionByName(scored).write.mode("overwrite").parquet(staging)
-    warehouse.write_snapshot(warehouse.spark.read.parquet(staging), database, SEGMENTS_TABLE, snapshot)
+
+    retry_concurrent_commits(merge, f"merging scores into {database}.{SEGMENTS_TABLE}")
+    warehouse.register(database, SEGMENTS_TABLE)
 
 
 def measure_drift(
@@ -228,7 +247,8 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     warehouse = Warehouse.from_config(spark, config)
     segmentation_snapshot, version = segmentation_to_use(warehouse, config)
     state, model = load_state(spark, config, version, segmentation_snapshot)
-    features(spark, config)
+    # The model's own preprocessing version, whatever a later refit made current.
+    features(spark, config, preprocessing_version=model_preprocessing_version(spark, config, version))
     embed(spark, config, model_version=version)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
     scored = assign(embedding_vectors(embeddings), model, state).select(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 
 from pyspark.sql import SparkSession
@@ -67,3 +69,19 @@ def open_session(config: SeglibConfig) -> SparkSession:
     spark.sparkContext.setLogLevel(config.spark.log_level)
     log.info("Spark %s session open (master %s)", spark.version, spark.sparkContext.master)
     return spark
+
+
+@contextmanager
+def session_time_zone(spark: SparkSession, zone: str) -> Iterator[None]:
+    """Spark's session time zone set to `zone` for the body, then restored: days, weekdays and hours of
+    timestamps, and zone-less timestamps read from text, follow it."""
+    key = "spark.sql.session.timeZone"
+    previous = spark.conf.get(key)
+    spark.conf.set(key, zone)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)

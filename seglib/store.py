@@ -3,6 +3,7 @@ hdfs://, s3://, abfss://, gs://, and dbfs:/ (Databricks' FUSE mount at /dbfs).""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from seglib.paths import join_uri
@@ -25,7 +26,7 @@ def write_bytes(uri: str, payload: bytes) -> None:
     """Whole-file write under a temporary name, then a rename: a reader never sees half a checkpoint."""
     filesystem, path = _filesystem(uri)
     filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    temporary = path + ".tmp"
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"  # never shared by two writers of one file
     with filesystem.open(temporary, "wb") as stream:
         stream.write(payload)
     filesystem.mv(temporary, path)

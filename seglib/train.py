@@ -21,9 +21,15 @@ from pyspark.sql import functions as F
 from seglib import fs, store
 from seglib.config import SeglibConfig
 from seglib.errors import ConfigError, TrainingError
-from seglib.features import FEATURE_VECTOR_COLUMN, FEATURES_TABLE, load_feature_metadata, preprocessing_uri
+from seglib.features import (
+    FEATURE_VECTOR_COLUMN,
+    FEATURES_TABLE,
+    load_feature_metadata,
+    preprocessing_uri,
+    snapshot_preprocessing_version,
+)
 from seglib.model import AutoencoderSpec
-from seglib.paths import join_uri, local_path, resolve_uri
+from seglib.paths import join_uri, local_path, mask_credentials, resolve_uri
 from seglib.training import RankResult, TrainingPlan, train_rank, train_rank_torch_distributed
 from seglib.warehouse import Warehouse
 
@@ -135,11 +141,41 @@ def new_model_version(snapshot: dt.date, kind: str = "autoencoder") -> str:
     return f"{prefix}-{snapshot:%Y%m%d}-{stamp}"
 
 
-def latest_model_version(spark: SparkSession, config: SeglibConfig) -> str:
-    pointer = join_uri(models_root(config), LATEST_POINTER)
+def snapshot_pointer(snapshot: dt.date) -> str:
+    return f"{LATEST_POINTER}-{snapshot:%Y%m%d}"
+
+
+def latest_model_version(spark: SparkSession, config: SeglibConfig, snapshot: dt.date | None = None) -> str:
+    """The model trained last on `snapshot` when one was, else the model trained last on any snapshot.
+
+    The per-snapshot pointer keeps `seg embed` of one snapshot on its own model while another job
+    trains on another snapshot (and moves the overall pointer).
+    """
+    root = models_root(config)
+    if snapshot is not None and fs.exists(spark, join_uri(root, snapshot_pointer(snapshot))):
+        return fs.read_text(spark, join_uri(root, snapshot_pointer(snapshot))).strip()
+    pointer = join_uri(root, LATEST_POINTER)
     if not fs.exists(spark, pointer):
-        raise TrainingError(f"no trained model under {models_root(config)}; run `seg train` first")
+        raise TrainingError(f"no trained model under {mask_credentials(root)}; run `seg train` first")
     return fs.read_text(spark, pointer).strip()
+
+
+def read_model_metadata(spark: SparkSession, config: SeglibConfig, version: str) -> dict[str, Any]:
+    uri = join_uri(models_root(config), version, "metadata.json")
+    if not fs.exists(spark, uri):
+        raise TrainingError(f"no model {version} under {mask_credentials(models_root(config))}; run `seg train`")
+    return dict(json.loads(fs.read_text(spark, uri)))
+
+
+def model_preprocessing_version(spark: SparkSession, config: SeglibConfig, version: str) -> str:
+    """The preprocessing version whose scaled features the model was trained on."""
+    preprocessing = read_model_metadata(spark, config, version).get("preprocessing", {})
+    if not preprocessing.get("version"):
+        raise TrainingError(
+            f"model {version} was trained by an older seglib that did not record its preprocessing version; "
+            "run `seg features` and `seg train` again"
+        )
+    return str(preprocessing["version"])
 
 
 def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPlan:
@@ -180,11 +216,11 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
     )
 
 
-def checkpoint_location(config: SeglibConfig, plan: TrainingPlan, fitted_snapshot: str) -> str:
-    """One folder per (snapshot, preprocessing, plan): a rerun of the same training finds it, a
+def checkpoint_location(config: SeglibConfig, plan: TrainingPlan, preprocessing_version: str) -> str:
+    """One folder per (snapshot, preprocessing version, plan): a rerun of the same training finds it, a
     different plan never resumes from it."""
     identity = {k: v for k, v in asdict(plan).items() if k not in {"checkpoint_uri", "progress"}}
-    identity.update(snapshot=config.features.snapshot_date.isoformat(), fitted=fitted_snapshot)
+    identity.update(snapshot=config.features.snapshot_date.isoformat(), preprocessing=preprocessing_version)
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     root = (
         resolve_uri(config.train.checkpoint_dir)
@@ -234,23 +270,26 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     snapshot = config.features.snapshot_date
-    metadata = load_feature_metadata(spark, config)
     warehouse = Warehouse.from_config(spark, config)
-    features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot).select(
-        "customer_id", FEATURE_VECTOR_COLUMN
+    snapshot_features = warehouse.read_snapshot(config.storage.database, FEATURES_TABLE, snapshot)
+    # The version that scaled this snapshot's rows, not whichever is current now.
+    preprocessing_version = snapshot_preprocessing_version(
+        snapshot_features, f"{config.storage.database}.{FEATURES_TABLE}", snapshot
     )
+    metadata = load_feature_metadata(spark, config, preprocessing_version)
+    features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
     rows = features.count()
     training_rows, validation_rows = split_for_validation(features, config, rows)
     counted = training_rows.count()
     plan = plan_training(config, metadata.dimension, counted)
-    location = checkpoint_location(config, plan, metadata.fitted_snapshot)
+    location = checkpoint_location(config, plan, preprocessing_version)
     plan = dataclasses.replace(plan, checkpoint_uri=location)
     resume = latest_checkpoint(location) if config.train.resume else None
     if resume is None:
         store.delete(location)
     else:
-        log.info("resuming from checkpoint %s/%s", location, resume[0])
-        print(f"[seglib train] resuming from checkpoint {resume[0]} in {location}", flush=True)
+        log.info("resuming from checkpoint %s/%s", mask_credentials(location), resume[0])
+        print(f"[seglib train] resuming from checkpoint {resume[0]} in {mask_credentials(location)}", flush=True)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, resolve_uri(config.storage.cache_dir))
     # Several files per rank so that every shard gets row groups (Petastorm shards by row group).
     train_converter = make_spark_converter(
@@ -288,7 +327,8 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         raise TrainingError(
             f"{config.train.launcher} training job failed before every rank reported back: {error}"
             f"{killed if 'Exit code: 137' in str(error) else ''}. "
-            f"Look for the first Python traceback in the executor log above. Checkpoints are kept in {location}; "
+            f"Look for the first Python traceback in the executor log above. Checkpoints are kept in "
+            f"{mask_credentials(location)}; "
             "running `seg train` again resumes from the last one."
         ) from error
     finally:
@@ -319,7 +359,8 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         "plan": asdict(plan),
         "feature_slots": metadata.vector_slots,
         "preprocessing": {
-            "uri": preprocessing_uri(config),
+            "version": preprocessing_version,
+            "uri": preprocessing_uri(config, preprocessing_version),
             "categories": metadata.categories,
             "fitted_snapshot": metadata.fitted_snapshot,
         },
@@ -327,6 +368,7 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
     }
     metadata_text = json.dumps(model_metadata, indent=2)
     fs.write_text(spark, join_uri(uri, "metadata.json"), metadata_text)
+    fs.write_text(spark, join_uri(models_root(config), snapshot_pointer(snapshot)), version)
     fs.write_text(spark, join_uri(models_root(config), LATEST_POINTER), version)
     store.delete(location)
     if config.train.mlflow.enabled:
@@ -382,7 +424,8 @@ def track_with_mlflow(
         mlflow.set_tags(
             {"seglib.model_version": metadata["version"], "seglib.snapshot": metadata["snapshot_date"]}
         )
-        mlflow.log_params({key: str(value)[:500] for key, value in parameters.items()})
+        # Checkpoint and model URIs may carry credentials (user:secret@, signed query strings).
+        mlflow.log_params({key: mask_credentials(str(value))[:500] for key, value in parameters.items()})
         for epoch in metadata["history"]:
             metrics = {key: float(value) for key, value in epoch.items() if key not in {"epoch", "phase"}}
             mlflow.log_metrics(metrics, step=int(epoch["epoch"]))

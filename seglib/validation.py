@@ -11,9 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from seglib.paths import quote_identifier
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,13 @@ AFTER_SNAPSHOT = "timestamp after the snapshot"
 SIGNUP_AFTER_SNAPSHOT = "signup_date after the snapshot"
 DUPLICATE_TRANSACTION = "duplicate transaction_id"
 DUPLICATE_CUSTOMER = "duplicate customer_id"
+# No real amount, quantity, discount, age or attribute comes near this; with every value below it, no
+# sum over a table's rows can overflow a double.
+MAX_MAGNITUDE = 1e15
+
+
+def bad_number_reason(role: str) -> str:
+    return f"non-finite or out-of-range {role} (NaN, infinite or beyond +/-1e15)"
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,10 @@ class ValidatedTable:
     counts: dict[str, int]  # "accepted" and one entry per reason
     first_ts: dt.datetime | None = None  # over every row with a timestamp, accepted or not
     last_ts: dt.datetime | None = None
+    # Their days in the session's time zone, computed by Spark: a collected timestamp is rendered in
+    # the Python process's local zone, which need not be the business's.
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
 
     @property
     def input_rows(self) -> int:
@@ -54,23 +69,37 @@ def is_not_finite(column: Column) -> Column:
     return column.isNull() | F.isnan(column) | (F.abs(column) == F.lit(float("inf")))
 
 
+def is_bad_number(column: Column) -> Column:
+    """NaN, infinite or beyond MAX_MAGNITUDE; a null (a missing optional value) is fine."""
+    return F.coalesce(F.isnan(column) | (F.abs(column) > F.lit(MAX_MAGNITUDE)), F.lit(False))
+
+
+def number_rules(columns: list[str], roles: tuple[str, ...]) -> list[RowRule]:
+    return [RowRule(bad_number_reason(role), is_bad_number(F.col(role))) for role in roles if role in columns]
+
+
 def later_duplicate(key: str, order: list[str]) -> Column:
     """True for every row after the first of its `key` (first by `order`, deterministic)."""
     window = Window.partitionBy(key).orderBy(*[F.col(name).asc_nulls_last() for name in order or [key]])
     return F.col(key).isNotNull() & (F.row_number().over(window) > 1)
 
 
-def end_of_day(day: dt.date) -> dt.datetime:
-    """Rows strictly before midnight after `day` belong to it."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min)
+def end_of_day(day: dt.date, timezone: str = "UTC") -> dt.datetime:
+    """Rows strictly before midnight after `day`, in `timezone`, belong to it.
+
+    An aware datetime: PySpark turns a naive one into an instant through the Python process's local
+    time zone (time.mktime), which moved the cut-off by the machine's UTC offset.
+    """
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=ZoneInfo(timezone))
 
 
-def transaction_rules(columns: list[str], snapshot: dt.date) -> list[RowRule]:
+def transaction_rules(columns: list[str], snapshot: dt.date, timezone: str = "UTC") -> list[RowRule]:
     rules = [
         RowRule(NULL_CUSTOMER, F.col("customer_id").isNull()),
         RowRule(BAD_TIMESTAMP, F.col("timestamp").isNull()),
         RowRule(BAD_AMOUNT, is_not_finite(F.col("amount"))),
-        RowRule(AFTER_SNAPSHOT, F.col("timestamp") >= F.lit(end_of_day(snapshot))),
+        *number_rules(columns, ("amount", "quantity", "discount")),
+        RowRule(AFTER_SNAPSHOT, F.col("timestamp") >= F.lit(end_of_day(snapshot, timezone))),
     ]
     if "transaction_id" in columns:
         order = ["timestamp", "customer_id", "amount"]
@@ -78,17 +107,21 @@ def transaction_rules(columns: list[str], snapshot: dt.date) -> list[RowRule]:
     return rules
 
 
-def event_rules(columns: list[str], snapshot: dt.date) -> list[RowRule]:
+def event_rules(columns: list[str], snapshot: dt.date, timezone: str = "UTC") -> list[RowRule]:
     return [
         RowRule(NULL_CUSTOMER, F.col("customer_id").isNull()),
         RowRule(BAD_TIMESTAMP, F.col("timestamp").isNull()),
-        RowRule(AFTER_SNAPSHOT, F.col("timestamp") >= F.lit(end_of_day(snapshot))),
+        RowRule(AFTER_SNAPSHOT, F.col("timestamp") >= F.lit(end_of_day(snapshot, timezone))),
     ]
 
 
-def customer_rules(columns: list[str], snapshot: dt.date) -> list[RowRule]:
+def customer_rules(
+    columns: list[str], snapshot: dt.date, numeric_columns: tuple[str, ...] = ()
+) -> list[RowRule]:
+    """`numeric_columns`: the numeric attributes (canonical `attr_<name>`) besides age."""
     rules = [
         RowRule(NULL_CUSTOMER, F.col("customer_id").isNull()),
+        *number_rules(columns, ("age", *numeric_columns)),
         RowRule(
             DUPLICATE_CUSTOMER,
             later_duplicate("customer_id", [c for c in columns if c not in ("customer_id", SOURCE_ROW)]),
@@ -112,15 +145,24 @@ def validate_rows(
     # heap at 10M rows, while recomputing from the (columnar, pruned) source is cheap and bounded.
     labelled = df.withColumn(_REASON, reason)
     time_aggregates = (
-        [F.min(time_column).alias("_first"), F.max(time_column).alias("_last")] if time_column else []
+        [
+            F.min(time_column).alias("_first"),
+            F.max(time_column).alias("_last"),
+            F.to_date(F.min(time_column)).alias("_first_day"),
+            F.to_date(F.max(time_column)).alias("_last_day"),
+        ]
+        if time_column
+        else []
     )
     tally = labelled.groupBy(_REASON).agg(F.count(F.lit(1)).alias("count"), *time_aggregates).collect()
     counts = {row[_REASON] or "accepted": int(row["count"]) for row in tally}
     counts.setdefault("accepted", 0)
-    firsts = [row["_first"] for row in tally if time_column and row["_first"] is not None]
-    lasts = [row["_last"] for row in tally if time_column and row["_last"] is not None]
+    def present(column: str) -> list[Any]:
+        return [row[column] for row in tally if time_column and row[column] is not None]
+
+    firsts, lasts, first_days, last_days = (present(c) for c in ("_first", "_last", "_first_day", "_last_day"))
     source = (
-        F.col(SOURCE_ROW) if SOURCE_ROW in df.columns else F.struct(*[F.col(f"`{c}`") for c in df.columns])
+        F.col(SOURCE_ROW) if SOURCE_ROW in df.columns else F.struct(*[F.col(quote_identifier(c)) for c in df.columns])
     )
     rejected = labelled.where(F.col(_REASON).isNotNull()).select(
         F.lit(name).alias("source_table"),
@@ -143,4 +185,6 @@ def validate_rows(
         counts=counts,
         first_ts=min(firsts) if firsts else None,
         last_ts=max(lasts) if lasts else None,
+        first_day=min(first_days) if first_days else None,
+        last_day=max(last_days) if last_days else None,
     )

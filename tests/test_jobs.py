@@ -198,6 +198,8 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_sur
     assert len(faulted) == 200 and faulted.keys() == clean.keys()
     for customer, row in clean.items():
         assert faulted[customer].keys() == row.keys()
+        # Each run fitted its own preprocessing version (a name per fit); the values must agree.
+        assert faulted[customer].pop("preprocessing_version") != row.pop("preprocessing_version")
         for column, value in row.items():
             # Sums may add partial results in another order (last-bit differences), nothing more.
             assert faulted[customer][column] == pytest.approx(value, rel=1e-9, abs=1e-12), (customer, column)

@@ -18,7 +18,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from seglib.generate import TRUTH_TABLE
 from seglib.pipeline import run_pipeline
-from tests.conftest import suite_config
+from tests.conftest import suite_config, suite_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -528,3 +528,129 @@ def _segment_named(spark, config, name: str) -> int:
         .where(f"segment_name = '{name}' AND snapshot_date = DATE'{config.features.snapshot_date}'")
         .first()["segment_id"]
     )
+
+
+def test_scoring_never_borrows_a_later_segmentation_or_mixes_two_in_one_snapshot(spark, pipeline_run):
+    from seglib.errors import InputDataError
+    from seglib.score import score
+
+    config, _, _ = pipeline_run
+    first = config.features.snapshot_date
+    before_any = config.model_copy(
+        update={"features": config.features.model_copy(update={"snapshot_date": dt.date(2025, 6, 30)})}
+    )
+    with pytest.raises(InputDataError, match="no segmentation at or before snapshot 2025-06-30"):
+        score(spark, before_any)
+    # The first snapshot has a segmentation of its own; the retrain test above clustered 2026-01-31.
+    mixed = config.model_copy(
+        update={"score": config.score.model_copy(update={"segmentation_snapshot": dt.date(2026, 1, 31)})}
+    )
+    with pytest.raises(InputDataError, match=f"snapshot {first} has a segmentation of its own"):
+        score(spark, mixed)
+
+
+def test_a_refit_leaves_earlier_models_on_their_own_preprocessing_and_rescoring_drops_departed_customers(
+    spark, pipeline_run
+):
+    """Train on S1 (the fixture), refit the preprocessing on S2 with other categories, score S3 with S1's
+    segmentation; then score S3 again from raw tables that lost some customers."""
+    from seglib.embed import embed
+    from seglib.errors import InputDataError
+    from seglib.features import (
+        PREPROCESSING_VERSION_COLUMN,
+        current_preprocessing_version,
+        features,
+        load_feature_metadata,
+    )
+    from seglib.score import score
+    from seglib.train import latest_model_version, model_preprocessing_version
+    from seglib.warehouse import Warehouse
+
+    config, _, _ = pipeline_run
+    database = config.storage.database
+    first = config.features.snapshot_date
+    model = spark.table(f"{database}.segmentation_runs").where(f"snapshot_date = DATE'{first}'").first()[
+        "model_version"
+    ]
+    original = model_preprocessing_version(spark, config, model)
+    refit = config.model_copy(
+        update={
+            "features": config.features.model_copy(
+                update={"snapshot_date": dt.date(2026, 2, 15), "refit": True, "max_categories": 3}
+            )
+        }
+    )
+    features(spark, refit)
+    refitted = current_preprocessing_version(spark, config)
+    assert refitted != original
+    assert len(load_feature_metadata(spark, config, refitted).categories) == 3
+    assert len(load_feature_metadata(spark, config, original).categories) > 3  # kept as it was
+    with pytest.raises(InputDataError, match=f"expects features scaled by preprocessing version {original}"):
+        embed(spark, refit, model_version=model)
+
+    third = dt.date(2026, 3, 15)
+    scoring = config.model_copy(
+        update={
+            "features": config.features.model_copy(update={"snapshot_date": third}),
+            "score": config.score.model_copy(update={"segmentation_snapshot": first}),
+        }
+    )
+    result = score(spark, scoring)
+    assert (result.model_version, result.segmentation_snapshot) == (model, first)
+    scaled_by = spark.table(f"{database}.customer_features").where(f"snapshot_date = DATE'{third}'")
+    assert {row[0] for row in scaled_by.select(PREPROCESSING_VERSION_COLUMN).distinct().collect()} == {original}
+    assert current_preprocessing_version(spark, config) == refitted  # scoring moved nothing
+    assert latest_model_version(spark, config) != ""  # the pointers are intact
+
+    # Customers that leave the raw tables leave the rescored snapshot too.
+    raw, subset = config.input.database, f"{database}_subset"
+    warehouse = Warehouse.from_config(spark, config)
+    for table in ("transactions", "customers", "events"):
+        kept = spark.table(f"{raw}.{table}").where(F.col("customer_id") % 10 != 0)
+        warehouse.write_table(kept, subset, table)
+    shrunk = scoring.model_copy(update={"input": scoring.input.model_copy(update={"database": subset})})
+    score(spark, shrunk)
+
+    def ids(table):
+        rows = spark.table(f"{database}.{table}").where(f"snapshot_date = DATE'{third}'").select("customer_id")
+        return sorted(row[0] for row in rows.collect())
+
+    segmented = ids("customer_segments")
+    assert segmented == ids("customer_features") == ids("customer_embeddings")
+    assert segmented and not [customer for customer in segmented if int(customer) % 10 == 0]
+
+
+def test_a_k_above_the_customers_is_refused_and_a_fixed_k_rerun_leaves_no_stale_candidates(spark, pipeline_run):
+    """Last in this module: it reclusters the first snapshot."""
+    from seglib.cli import main
+    from seglib.cluster import cluster
+    from seglib.errors import InputDataError
+    from seglib.warehouse import Warehouse
+
+    config, _, root = pipeline_run
+    database = config.storage.database
+    first, tiny = config.features.snapshot_date, dt.date(2025, 11, 30)
+    # A snapshot of ten customers: copies of the first snapshot's rows (same model, same features).
+    warehouse = Warehouse.from_config(spark, config)
+    ten = [row[0] for row in spark.table(f"{database}.customer_embeddings").select("customer_id").limit(10).collect()]
+    for table in ("customer_features", "customer_embeddings"):
+        rows = spark.table(f"{database}.{table}").where(f"snapshot_date = DATE'{first}'")
+        rows = rows.where(F.col("customer_id").isin(ten)).withColumn("snapshot_date", F.lit(tiny))
+        warehouse.write_snapshot(rows, database, table, tiny)
+    too_many = config.model_copy(
+        update={
+            "features": config.features.model_copy(update={"snapshot_date": tiny}),
+            "cluster": config.cluster.model_copy(update={"k": 20}),
+        }
+    )
+    with pytest.raises(InputDataError, match=r"holds 10 customers .* fewer than the 20 segments that cluster\.k"):
+        cluster(spark, too_many)
+    # As a user meets it: a message and exit status 2, not a traceback.
+    overrides = suite_overrides(root, database, "cluster.k=20", f"features.snapshot_date={tiny}")
+    assert main(["cluster", *[part for value in overrides for part in ("--set", value)]]) == 2
+
+    assert spark.table(f"{database}.segment_k_selection").where(f"snapshot_date = DATE'{first}'").count() > 0
+    fixed = config.model_copy(update={"cluster": config.cluster.model_copy(update={"k": 5})})
+    result = cluster(spark, fixed)
+    assert result.k == 5 and result.selection is None
+    assert spark.table(f"{database}.segment_k_selection").where(f"snapshot_date = DATE'{first}'").count() == 0

@@ -144,7 +144,7 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its
     # loss scaling (what older GPUs get) runs here on CPUs too: the scaler's state must survive a resume.
     config = with_train(config, batch_size=4, epochs=24, patience=100, precision="float16")
     plan = plan_training(config, load_feature_metadata(spark, config).dimension, 360)
-    location = checkpoint_location(config, plan, load_feature_metadata(spark, config).fitted_snapshot)
+    location = checkpoint_location(config, plan, load_feature_metadata(spark, config).version)
     killed: list[str] = []
 
     def kill_rank_one_after_the_third_checkpoint():
