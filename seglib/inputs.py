@@ -140,7 +140,7 @@ def claim_source(spark: SparkSession, warehouse: Warehouse, source: SourceConfig
         warehouse.claim(database, table)
         return
     assert source.path is not None
-    claim_folder(spark, source.path, f"writing {label}")
+    claim_folder(spark, source.path, f"the {source.format} source")
 
 
 def write_source(df: DataFrame, warehouse: Warehouse, source: SourceConfig, default_database: str) -> None:
@@ -152,7 +152,7 @@ def write_source(df: DataFrame, warehouse: Warehouse, source: SourceConfig, defa
         warehouse.write_table(df, database, table)
         return
     assert source.path is not None
-    claim_folder(warehouse.spark, source.path, f"writing {label}")
+    claim_folder(warehouse.spark, source.path, f"the {source.format} source")
     writer = df.write.mode("overwrite").options(**source.options)
     if source.format == "csv":
         writer.option("header", source.options.get("header", "true")).csv(source.path)

@@ -36,15 +36,15 @@ def is_seglib_folder(spark: SparkSession, location: str) -> bool:
 def claim_folder(spark: SparkSession, location: str, what: str) -> None:
     """Allow a write to `location` only if it does not exist, is an empty folder, or is seglib's own.
 
-    `what` names the write for the message, e.g. "seg generate (input.transactions)".
+    `what` names the target for the message, e.g. "table seg.customer_segments" or "the csv source".
     """
     if not fs.exists(spark, location) or is_seglib_folder(spark, location):
         return
     if fs.is_empty_directory(spark, location):
         return
     raise UnsafeWriteError(
-        f"{what} would write to {mask_credentials(location)}, which seglib did not create (it holds data "
-        f"but no {MARKER} marker). seglib never writes to, overwrites or deletes data it did not create. "
+        f"{what} at {mask_credentials(location)} holds data that seglib did not create (it has no {MARKER} "
+        "marker). seglib never writes to, overwrites or deletes data it did not create. "
         "Point the configuration at a new location (or at a table seglib wrote), or, if this folder is a "
         "disposable copy, delete it yourself first"
     )

@@ -120,7 +120,7 @@ class Warehouse:
         entry = self.catalog_entry(database, table)
         if entry is not None and not self._may_repoint(entry, location):
             raise UnsafeWriteError(self._foreign_entry_message(database, table, entry))
-        claim_folder(self.spark, location, f"writing {database}.{table}")
+        claim_folder(self.spark, location, f"table {database}.{table}")
 
     def write_snapshot(self, df: DataFrame, database: str, table: str, snapshot: dt.date) -> None:
         """Replace the rows of one snapshot, atomically for Delta; other snapshots are untouched."""
