@@ -134,7 +134,7 @@ def execute(
                 f"seg sql runs queries only, and this one may write: {refusal}. Run it with --allow-writes if "
                 "changing tables is what you mean"
             )
-    from seglib.pipeline import STAGES, run_pipeline
+    from seglib.pipeline import STAGES, progress_of, run_pipeline
     from seglib.session import open_session
     from seglib.warehouse import Warehouse
 
@@ -160,12 +160,13 @@ def execute(
 
         print(describe_features(spark, config))
         return None
-    if command == "score":
-        from seglib.score import score
+    with progress_of(spark, command):
+        if command == "score":
+            from seglib.score import score
 
-        result = score(spark, config)
-    else:
-        result = STAGES[command](spark, config)  # type: ignore[index]
+            result = score(spark, config)
+        else:
+            result = STAGES[command](spark, config)  # type: ignore[index]
     print(describe_result(command, result))
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from seglib.config import SeglibConfig, Stage
 from seglib.embed import embed
 from seglib.features import features
 from seglib.generate import generate
+from seglib.progress import stage_progress
 from seglib.report import report
 from seglib.train import train
 
@@ -49,16 +51,22 @@ class PipelineReport:
         return "\n".join(parts)
 
 
+def progress_of(spark: SparkSession, stage: str) -> AbstractContextManager[None]:
+    """Spark progress lines for a long stage; training prints its own line per epoch instead."""
+    return nullcontext() if stage == "train" else stage_progress(spark, stage)
+
+
 def run_pipeline(spark: SparkSession, config: SeglibConfig) -> PipelineReport:
     report = PipelineReport()
     for stage in config.run.stages:
         log.info("stage %s: starting", stage)
         started = time.perf_counter()
-        if stage == "embed" and "train" in report.results:
-            # The model this run trained, by name: never "the latest" that another job may have moved.
-            report.results[stage] = embed(spark, config, model_version=report.results["train"].version)
-        else:
-            report.results[stage] = STAGES[stage](spark, config)
+        with progress_of(spark, stage):
+            if stage == "embed" and "train" in report.results:
+                # The model this run trained, by name: never "the latest" that another job may have moved.
+                report.results[stage] = embed(spark, config, model_version=report.results["train"].version)
+            else:
+                report.results[stage] = STAGES[stage](spark, config)
         report.stage_seconds[stage] = time.perf_counter() - started
         log.info("stage %s: done in %.1fs", stage, report.stage_seconds[stage])
     return report

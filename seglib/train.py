@@ -42,12 +42,16 @@ LATEST_POINTER = "LATEST"
 class Launcher(Protocol):
     """Runs a function on N workers and returns one result per worker (rank order)."""
 
+    relays_rank_output: bool  # whether the ranks' own progress lines reach the driver's console
+
     def run(self, fn: Callable[..., ResultT], args: Sequence[Any], num_proc: int) -> list[ResultT]: ...
 
 
 class HorovodSparkLauncher:
     """`horovod.spark.run`: one Spark task per rank; Gloo between them (NCCL for GPU tensors when
     Horovod was built with it). Rank output (the per-epoch progress) is relayed to the driver."""
+
+    relays_rank_output = True
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
@@ -69,7 +73,9 @@ class HorovodSparkLauncher:
 class TorchDistributorLauncher:
     """`pyspark.ml.torch.distributor.TorchDistributor`: Spark's own launcher (barrier tasks,
     torch.distributed over Gloo), the path Databricks recommends on runtimes without Horovod.
-    It returns rank 0's result only."""
+    It returns rank 0's result only; rank output stays in the executors' logs."""
+
+    relays_rank_output = False
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
@@ -315,9 +321,10 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         plan.batch_size,
     )
     started = time.perf_counter()
+    make_launcher, rank_function = LAUNCHERS[config.train.launcher]
+    launcher = make_launcher(config.train.device)
     try:
-        make_launcher, rank_function = LAUNCHERS[config.train.launcher]
-        results = make_launcher(config.train.device).run(
+        results = launcher.run(
             rank_function,
             (plan, train_converter, validation_converter, resume[1] if resume else None),
             config.train.num_proc,
@@ -338,8 +345,14 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
     raise_rank_failures(results)
     chief = next(result for result in results if result.rank == 0)
     assert chief.model_payload is not None, "rank 0 returned no model"
+    # Once per epoch on the console: the ranks' live lines where the launcher relays them, else here.
+    shown_live = config.train.progress and launcher.relays_rank_output
     for epoch in chief.history:
-        log.info("epoch %(epoch)3d %(phase)s loss %(loss).5f %(rows_per_second).0f rows/s", epoch)
+        log.log(
+            logging.DEBUG if shown_live else logging.INFO,
+            "epoch %(epoch)3d %(phase)s loss %(loss).5f %(rows_per_second).0f rows/s",
+            epoch,
+        )
     uri = join_uri(models_root(config), version)
     fs.write_bytes(spark, join_uri(uri, "model.pt"), chief.model_payload)
     model_metadata = {

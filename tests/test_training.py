@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -67,9 +69,14 @@ def two_process_run(spark, prepared):
     return train(spark, config)
 
 
-def test_two_processes_follow_the_loss_curve_of_one_process(spark, prepared, two_process_run):
+def test_two_processes_follow_the_loss_curve_of_one_process(spark, prepared, two_process_run, capfd, caplog):
     config, root = prepared
-    single = train(spark, with_train(config, num_proc=1))
+    with caplog.at_level(logging.INFO, logger="seglib"):
+        single = train(spark, with_train(config, num_proc=1))
+    # Each epoch reaches the console once: the rank's live line (relayed by Horovod), not again as a log.
+    printed = capfd.readouterr()
+    lines = [*(printed.out + printed.err).splitlines(), *(record.getMessage() for record in caplog.records)]
+    assert len([line for line in lines if re.search(r"\bepoch +1\b", line)]) == 1, lines
     one, two = validation_losses(single.history), validation_losses(two_process_run.history)
     assert len(one) == len(two) == config.train.epochs
     # Both learn and fall together epoch by epoch. Two workers take half the steps at twice the rate,
