@@ -419,34 +419,56 @@ def track_with_mlflow(
     config: SeglibConfig, metadata: dict[str, Any], payload: bytes, metadata_text: str
 ) -> str:
     """One MLflow run per trained model: the plan as parameters, the epoch history as metrics, the model
-    directory as artifacts. Returns the run id."""
+    directory as artifacts. Returns the run id.
+
+    Through a client bound to this configuration's store, never `mlflow.set_tracking_uri`: that also
+    sets MLFLOW_TRACKING_URI for the whole process, so a second training in the same process (another
+    model_dir, a notebook) would log into the first one's store.
+    """
     import tempfile
 
-    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
 
     settings = config.train.mlflow
     tracking_uri, artifact_root = mlflow_locations(config)
-    mlflow.set_tracking_uri(tracking_uri)
-    if artifact_root and mlflow.get_experiment_by_name(settings.experiment) is None:
-        mlflow.create_experiment(settings.experiment, artifact_location=artifact_root)
-    mlflow.set_experiment(settings.experiment)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(settings.experiment, artifact_location=artifact_root)
+    )
     plan = metadata["plan"]
     parameters = {**{k: v for k, v in plan.items() if k != "spec"}, **plan["spec"]}
     parameters.update(launcher=metadata["launcher"], workers=metadata["workers"], rows=metadata["rows"])
-    with mlflow.start_run(run_name=metadata["version"]) as run:
-        mlflow.set_tags(
-            {"seglib.model_version": metadata["version"], "seglib.snapshot": metadata["snapshot_date"]}
-        )
+    run = client.create_run(
+        experiment_id,
+        run_name=metadata["version"],
+        tags={"seglib.model_version": metadata["version"], "seglib.snapshot": metadata["snapshot_date"]},
+    )
+    run_id = str(run.info.run_id)
+    try:
         # Checkpoint and model URIs may carry credentials (user:secret@, signed query strings).
-        mlflow.log_params({key: mask_credentials(str(value))[:500] for key, value in parameters.items()})
-        for epoch in metadata["history"]:
-            metrics = {key: float(value) for key, value in epoch.items() if key not in {"epoch", "phase"}}
-            mlflow.log_metrics(metrics, step=int(epoch["epoch"]))
+        params = [Param(key, mask_credentials(str(value))[:500]) for key, value in parameters.items()]
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, int(epoch["epoch"]))
+            for epoch in metadata["history"]
+            for key, value in epoch.items()
+            if key not in {"epoch", "phase"}
+        ]
+        for start in range(0, max(len(params), len(metrics)), 100):  # the store's limits per batch
+            client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "model.pt").write_bytes(payload)
             (Path(folder) / "metadata.json").write_text(metadata_text)
-            mlflow.log_artifacts(folder, artifact_path="model")
-        return str(run.info.run_id)
+            client.log_artifacts(run_id, folder, artifact_path="model")
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
 
 
 def read_model_payload(spark: SparkSession, config: SeglibConfig, version: str) -> bytes:

@@ -531,10 +531,12 @@ def test_secrets_never_reach_error_messages_or_logged_uris():
     assert secret not in masked and "s3a://***@bucket/ckpt" in masked
 
 
-def test_mlflow_parameters_carry_no_credentials(tmp_path):
+def test_mlflow_parameters_carry_no_credentials_and_the_process_keeps_its_tracking_uri(tmp_path, monkeypatch):
     import mlflow
 
     from seglib.train import track_with_mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     config = load_config(None, [f"storage.model_dir={tmp_path / 'models'}", "train.mlflow.enabled=true"])
     metadata = {
@@ -543,7 +545,10 @@ def test_mlflow_parameters_carry_no_credentials(tmp_path):
         "history": [{"epoch": 1, "phase": "train", "loss": 0.5}],
     }  # fmt: skip
     run_id = track_with_mlflow(config, metadata, b"weights", "{}")
-    parameters = mlflow.get_run(run_id).data.params
+    # mlflow.set_tracking_uri would have set it for every later training in this process.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    store = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'models' / 'mlflow.db'}")
+    parameters = store.get_run(run_id).data.params
     assert parameters["checkpoint_uri"] == "s3a://***@bucket/checkpoints"
     assert not any("SECRETKEY" in value for value in parameters.values())
 
