@@ -570,3 +570,30 @@ def test_the_report_escapes_hostile_segment_names_and_categories():
     page = render_html(DAY_1, DAY_1, 10, run, catalog, {}, drift)
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page and "&lt;img src=x" in page
+
+
+def test_a_refit_that_fails_half_way_leaves_the_previous_preprocessing_current(spark, make_config, tmp_path):
+    from seglib.features import PREPROCESSING_VERSION_COLUMN, current_preprocessing_version
+
+    folder = tmp_path / "tills"
+    folder.mkdir()
+    (folder / "x.csv").write_text(
+        "card,bought,total\nc1,2025-06-01 10:00:00,5\nc1,2025-06-03 10:00:00,7\nc2,2025-06-02 10:00:00,9\n"
+    )
+    common = (BARE_COLUMNS, "input.customers=null", "input.events=null", "features.snapshot_date=2025-06-30",
+              f"input.transactions.source={{format: csv, path: '{folder}'}}")  # fmt: skip
+    config = make_config(*common)
+    features(spark, config)
+    fitted = current_preprocessing_version(spark, config)
+    assert fitted is not None
+    # The refit's second table write will be refused: its folder no longer carries seglib's marker.
+    database = config.storage.database
+    catalog_folder = Path(Warehouse.from_config(spark, config).location(database, "feature_catalog").removeprefix("file:"))
+    (catalog_folder / MARKER).unlink()
+    refit = config.model_copy(update={"features": config.features.model_copy(update={"refit": True})})
+    with pytest.raises(UnsafeWriteError, match="feature_catalog"):
+        features(spark, refit)
+    assert current_preprocessing_version(spark, config) == fitted  # the new fit never became current
+    # The snapshot's rows name the version that scaled them, so training on them stays consistent.
+    written = spark.table(f"{database}.{FEATURES_TABLE}").select(PREPROCESSING_VERSION_COLUMN).distinct().collect()
+    assert len(written) == 1 and written[0][0] != fitted
