@@ -375,7 +375,11 @@ def surrogate_tree(
     label_of = {segment_id: float(index) for index, segment_id in enumerate(segment_ids)}
     labels = literal_map(label_of)
     filled = members.select(
-        labels[F.col("segment_id")].alias("_label"),
+        # Nominal metadata gives the tree its number of classes: inferred from the data, Spark refuses
+        # more than 100 ("Labels MUST be in [0, 100)"), and cluster.k goes up to 1000.
+        labels[F.col("segment_id")].alias(
+            "_label", metadata={"ml_attr": {"type": "nominal", "num_vals": len(segment_ids)}}
+        ),
         F.xxhash64("customer_id").alias("_hash"),
         *[
             F.coalesce(F.when(~F.isnan(name), F.col(name)), F.lit(medians.get(name, 0.0)))

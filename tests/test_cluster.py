@@ -345,3 +345,17 @@ def test_each_algorithm_finds_planted_centres_and_reloads(spark, tmp_path, algor
     for row in labels:
         counts[(row[0], row[1])] = counts.get((row[0], row[1]), 0) + 1
     assert adjusted_rand_index(counts) > 0.99
+
+
+def test_surrogate_tree_explains_more_than_a_hundred_segments(spark):
+    """cluster.k goes up to 1000; inferred from the labels, Spark's tree stops at 100 classes."""
+    rows = [(f"c{index}", index // 4, float(index // 4), float(index % 4)) for index in range(480)]
+    members = spark.createDataFrame(rows, "customer_id string, segment_id int, position double, noise double")
+    surrogate = surrogate_tree(
+        members, ["position", "noise"], {}, SurrogateConfig(max_depth=8, min_instances_per_node=1), 1
+    )
+    # Every segment has its entry; the tree (32 bins per feature) gives leaves to about 30 of them.
+    assert sorted(surrogate.rules) == list(range(120))
+    described = [rules for rules in surrogate.rules.values() if rules]
+    assert len(described) >= 20 and all("position" in rules[0] for rules in described)
+    assert 0.0 <= surrogate.fidelity <= 1.0
