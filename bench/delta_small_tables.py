@@ -20,9 +20,10 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from seglib.cli import configure_logging
-from seglib.config import load_config
-from seglib.session import open_session
-from seglib.warehouse import SNAPSHOT_COLUMN, Warehouse
+from seglib.contract.config import load_config
+from seglib.contract.tables import SNAPSHOT_COLUMN
+from seglib.platform.session import open_session
+from seglib.platform.warehouse import Warehouse
 
 SETTING = "spark.databricks.delta.snapshotPartitions"
 SNAPSHOT = dt.date(2025, 12, 31)

@@ -28,10 +28,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from seglib.cli import configure_logging
-from seglib.config import SeglibConfig, load_config
-from seglib.features import features
-from seglib.generate import DOMAINS, generate_customers, generate_transactions
-from seglib.session import open_session
+from seglib.contract.config import SeglibConfig, load_config
+from seglib.contract.domain import DOMAINS
+from seglib.features.stage import features
+from seglib.platform.session import open_session
+from seglib.synthetic.generator import generate_customers, generate_transactions
 
 SNAPSHOT = "2025-12-31"
 TRANSACTIONS_PER_CUSTOMER = 21.4  # measured on the generator's e-commerce personas

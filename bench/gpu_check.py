@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from seglib.config import load_config
-from seglib.model import Autoencoder, AutoencoderSpec
-from seglib.session import open_session
-from seglib.training import TrainingPlan, train_rank_torch_distributed
+from seglib.contract.config import load_config
+from seglib.platform.session import open_session
+from seglib.representation.models import AutoencoderSpec, build_model
+from seglib.representation.rank_loop import TrainingPlan, train_rank_torch_distributed
 
 
 def plain_loop(data: torch.Tensor, spec: AutoencoderSpec, epochs: int, batch_size: int) -> float:
-    model = Autoencoder(spec).to(data.device)
+    model = build_model(spec).to(data.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     seen, started = 0, time.perf_counter()
     for _ in range(epochs):
@@ -102,8 +102,9 @@ def main() -> None:
     import horovod.torch as hvd
 
     if hvd.cuda_built():
-        from seglib.train import HorovodSparkLauncher, raise_rank_failures
-        from seglib.training import train_rank
+        from seglib.representation.launchers import HorovodSparkLauncher
+        from seglib.representation.rank_loop import train_rank
+        from seglib.representation.stage import raise_rank_failures
 
         workers = torch.cuda.device_count()
         distributed = TrainingPlan(

@@ -21,9 +21,9 @@ import numpy as np
 from pyspark.ml.functions import array_to_vector
 
 from seglib.cli import configure_logging
-from seglib.clustering import _score_candidate
-from seglib.config import load_config
-from seglib.session import open_session
+from seglib.contract.config import load_config
+from seglib.platform.session import open_session
+from seglib.segments.selection import _score_candidate
 
 
 def main() -> None:

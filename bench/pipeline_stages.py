@@ -19,11 +19,11 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from seglib.cli import configure_logging
-from seglib.clustering import fit_clusters
-from seglib.config import load_config
-from seglib.generate import TRUTH_TABLE
+from seglib.contract.config import load_config
+from seglib.contract.tables import TRUTH_TABLE
 from seglib.pipeline import run_pipeline
-from seglib.session import open_session
+from seglib.platform.session import open_session
+from seglib.segments.algorithms import fit_clusters
 
 
 def main() -> None:

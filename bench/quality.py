@@ -36,13 +36,14 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from seglib.cli import configure_logging
-from seglib.clustering import fit_clusters
-from seglib.config import SeglibConfig, load_config
-from seglib.embed import embed
-from seglib.features import features
-from seglib.generate import TRUTH_TABLE, generate
-from seglib.session import open_session
-from seglib.train import train
+from seglib.contract.config import SeglibConfig, load_config
+from seglib.contract.tables import TRUTH_TABLE
+from seglib.features.stage import features
+from seglib.platform.session import open_session
+from seglib.representation.embedding import embed
+from seglib.representation.stage import train
+from seglib.segments.algorithms import fit_clusters
+from seglib.synthetic.generator import generate
 
 METHODS = ("raw", "pca", "ae_plain", "ae", "idec")
 SCENARIOS = {

@@ -32,10 +32,10 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from seglib.cli import configure_logging
-from seglib.config import SeglibConfig, Stage, load_config
-from seglib.generate import generate
+from seglib.contract.config import SeglibConfig, Stage, load_config
 from seglib.pipeline import STAGES
-from seglib.session import open_session
+from seglib.platform.session import open_session
+from seglib.synthetic.generator import generate
 
 LINES_PER_CUSTOMER = 21.4  # the generator's e-commerce personas at orders_scale 1 (measured)
 LINES_PER_SHUFFLE_PARTITION = 2_500_000

@@ -27,17 +27,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from seglib.config import load_config
-from seglib.model import Autoencoder, AutoencoderSpec
-from seglib.session import open_session
-from seglib.train import HorovodSparkLauncher, raise_rank_failures
-from seglib.training import TrainingPlan, train_rank
+from seglib.contract.config import load_config
+from seglib.platform.session import open_session
+from seglib.representation.launchers import HorovodSparkLauncher
+from seglib.representation.models import AutoencoderSpec, build_model
+from seglib.representation.rank_loop import TrainingPlan, train_rank
+from seglib.representation.stage import raise_rank_failures
 
 
 def plain_loop(data: torch.Tensor, spec: AutoencoderSpec, epochs: int, batch_size: int, rate: float) -> float:
     """The limit: shuffled mini-batches of an in-memory tensor through the same model and optimizer."""
     torch.manual_seed(0)
-    model = Autoencoder(spec)
+    model = build_model(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=rate)
     loss_fn = torch.nn.MSELoss()
     seen, started = 0, time.perf_counter()

@@ -10,8 +10,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from seglib.config import PIPELINE_ORDER, SeglibConfig, load_config
-from seglib.errors import SeglibError
+from seglib.contract.config import PIPELINE_ORDER, SeglibConfig, load_config
+from seglib.contract.errors import SeglibError
 
 log = logging.getLogger("seglib")
 
@@ -135,8 +135,8 @@ def execute(
                 "changing tables is what you mean"
             )
     from seglib.pipeline import STAGES, progress_of, run_pipeline
-    from seglib.session import open_session
-    from seglib.warehouse import Warehouse
+    from seglib.platform.session import open_session
+    from seglib.platform.warehouse import Warehouse
 
     spark = open_session(config)
     warehouse = Warehouse.from_config(spark, config)
@@ -156,13 +156,13 @@ def execute(
             raise SeglibError(f"the query failed: {str(error).splitlines()[0]}") from None
         return None
     if command == "features" and describe:
-        from seglib.features import describe_features
+        from seglib.features.stage import describe_features
 
         print(describe_features(spark, config))
         return None
     with progress_of(spark, command):
         if command == "score":
-            from seglib.score import score
+            from seglib.serving.scoring import score
 
             result = score(spark, config)
         else:

@@ -11,14 +11,14 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from seglib.cluster import ClusterResult, cluster
-from seglib.config import SeglibConfig, Stage
-from seglib.embed import embed
-from seglib.features import features
-from seglib.generate import generate
-from seglib.progress import stage_progress
-from seglib.report import report
-from seglib.train import train
+from seglib.contract.config import SeglibConfig, Stage
+from seglib.features.stage import features
+from seglib.platform.progress import stage_progress
+from seglib.reporting.stage import report
+from seglib.representation.embedding import embed
+from seglib.representation.stage import train
+from seglib.segments.stage import ClusterResult, cluster
+from seglib.synthetic.generator import generate
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import psutil
 import pytest
 from pyspark.sql import SparkSession
 
-from seglib.config import SeglibConfig, load_config
-from seglib.session import open_session
+from seglib.contract.config import SeglibConfig, load_config
+from seglib.platform.session import open_session
 
 _database_numbers = itertools.count()
 

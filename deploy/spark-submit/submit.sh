@@ -42,7 +42,7 @@ if [[ -z "${SEG_ENV_ARCHIVE:-}" && "$SEG_MASTER" == local* ]]; then
   # Local workers run this machine's venv; on a cluster the archive or the image provides Python.
   export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$python}"
 fi
-delta_package="$("$python" -c 'from seglib.session import delta_package_coordinates as c; print(c())')"
+delta_package="$("$python" -c 'from seglib.platform.session import delta_package_coordinates as c; print(c())')"
 
 # The library, shipped to the driver and executors (the jobs import seglib).
 build="$(mktemp -d)"

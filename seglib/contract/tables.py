@@ -1,0 +1,41 @@
+"""Every table seglib writes and the columns other stages read from them.
+
+The one place a stage looks up another stage's output: stages import these names, never each other.
+A new output table is named here, written by its stage through `Warehouse.write_snapshot`, and listed
+in the README's table of outputs.
+"""
+
+from __future__ import annotations
+
+# Every snapshot table is partitioned by this column; a rerun replaces exactly its snapshot.
+SNAPSHOT_COLUMN = "snapshot_date"
+
+# Input validation
+QUARANTINE_TABLE = "quarantine"
+
+# Synthetic data: the planted persona of every generated customer (read by tests and benchmarks only).
+TRUTH_TABLE = "persona_truth"
+
+# Features
+FEATURES_TABLE = "customer_features"
+FEATURE_CATALOG_TABLE = "feature_catalog"
+FEATURE_VECTOR_COLUMN = "features"
+PREPROCESSING_VERSION_COLUMN = "preprocessing_version"
+
+# Representation
+EMBEDDINGS_TABLE = "customer_embeddings"
+EMBEDDING_COLUMN = "embedding"
+ERROR_COLUMN = "reconstruction_error"
+
+# Segments
+SEGMENTS_TABLE = "customer_segments"
+PROFILES_TABLE = "segment_profiles"
+SEGMENT_CATALOG_TABLE = "segment_catalog"
+SELECTION_TABLE = "segment_k_selection"
+MIGRATION_TABLE = "segment_migration"
+RUNS_TABLE = "segmentation_runs"
+NOVEL_SEGMENT_ID = -1
+NOVEL_SEGMENT_NAME = "Novel customers"
+
+# Serving
+DRIFT_TABLE = "segment_drift"

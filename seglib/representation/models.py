@@ -1,0 +1,223 @@
+"""The representation models, one entry per `train.model` in `MODEL_KINDS`. Imported on executors, so
+it depends on torch alone.
+
+- autoencoder: a symmetric MLP; the bottleneck is the customer embedding (optionally denoising).
+- vae: the encoder gives a mean and a log-variance; the embedding is the mean.
+- idec: an autoencoder plus learnable cluster centres in the embedding space, fine-tuned with the
+  KL self-training loss of Guo et al. (2017) while keeping the reconstruction loss.
+
+A new model kind is a `RepresentationModel` subclass (its `encode` and `training_loss`), one entry in
+`MODEL_KINDS` with its training phases, its name in `TrainConfig.model` and a version prefix in
+`seglib.contract.artifacts.MODEL_VERSION_PREFIXES`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+ModelKindName = Literal["autoencoder", "vae", "idec"]
+Phase = Literal["pretrain", "idec"]
+Activation = Literal["gelu", "relu", "tanh", "elu"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    input_dim: int
+    hidden_dims: tuple[int, ...]
+    embedding_dim: int
+    dropout: float = 0.0
+    kind: ModelKindName = "autoencoder"
+    activation: Activation = "gelu"
+    batch_norm: bool = False
+    clusters: int = 0  # idec only: number of cluster centres
+
+
+def _stack(widths: list[int], spec: AutoencoderSpec) -> nn.Sequential:
+    """Linear layers; every layer but the last is followed by [batch norm], activation, [dropout]."""
+    layers: list[nn.Module] = []
+    for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(width_in, width_out))
+        if index < len(widths) - 2:
+            if spec.batch_norm:
+                layers.append(nn.BatchNorm1d(width_out))
+            layers.append(ACTIVATIONS[spec.activation]())
+            if spec.dropout > 0:
+                layers.append(nn.Dropout(spec.dropout))
+    return nn.Sequential(*layers)
+
+
+class RepresentationModel(nn.Module):
+    """An encoder to the embedding and a decoder back; subclasses define the embedding and the loss.
+
+    Every kind keeps the attribute names `encoder` and `decoder` (and `cluster_centers` for idec), so
+    serialization, embedding and checkpoints are shared."""
+
+    def __init__(self, spec: AutoencoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        widths = [spec.input_dim, *spec.hidden_dims, spec.embedding_dim]
+        self.encoder = _stack(self.encoder_widths(widths), spec)
+        self.decoder = _stack(list(reversed(widths)), spec)
+
+    def encoder_widths(self, widths: list[int]) -> list[int]:
+        return widths
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The embedding of each row."""
+        return self.encoder(inputs)  # type: ignore[no-any-return]
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Reconstruction from the embedding (deterministic, also for a VAE)."""
+        return self.decoder(self.encode(inputs))  # type: ignore[no-any-return]
+
+    def training_loss(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, reconstruction MSE of the clean inputs) for one batch."""
+        corrupted = _mask(inputs, corruption) if corruption > 0 else inputs
+        reconstruction = nn.functional.mse_loss(self.decoder(self.encoder(corrupted)), inputs)
+        return reconstruction, reconstruction
+
+
+class Autoencoder(RepresentationModel):
+    """The plain (optionally denoising) autoencoder: the bottleneck is the embedding."""
+
+
+class VariationalAutoencoder(RepresentationModel):
+    """The encoder gives a mean and a log-variance per dimension; the embedding is the mean."""
+
+    def encoder_widths(self, widths: list[int]) -> list[int]:
+        return [*widths[:-1], 2 * self.spec.embedding_dim]
+
+    def _moments(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.encoder(inputs).chunk(2, dim=1)
+        return mean, log_variance.clamp(-10.0, 10.0)
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self._moments(inputs)[0]
+
+    def training_loss(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        corrupted = _mask(inputs, corruption) if corruption > 0 else inputs
+        mean, log_variance = self._moments(corrupted)
+        sample = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+        reconstruction = nn.functional.mse_loss(self.decoder(sample), inputs)
+        # KL to N(0, I) per row, on the same per-feature scale as the MSE.
+        divergence = (
+            -0.5
+            * torch.mean(torch.sum(1 + log_variance - mean.pow(2) - log_variance.exp(), dim=1))
+            / self.spec.input_dim
+        )
+        return reconstruction + vae_beta * divergence, reconstruction
+
+
+class IdecAutoencoder(RepresentationModel):
+    """An autoencoder with learnable cluster centres, sharpened by DEC's self-training loss."""
+
+    def __init__(self, spec: AutoencoderSpec) -> None:
+        super().__init__(spec)
+        if spec.clusters < 2:
+            raise ValueError("an idec model needs at least 2 clusters")
+        self.cluster_centers = nn.Parameter(torch.zeros(spec.clusters, spec.embedding_dim))
+
+    def soft_assignments(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Student's t kernel between embeddings and cluster centres (DEC's q, one degree of freedom)."""
+        squared = torch.cdist(embeddings, self.cluster_centers).pow(2)
+        kernel = 1.0 / (1.0 + squared)
+        return kernel / kernel.sum(dim=1, keepdim=True)
+
+    def training_loss(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        corrupted = _mask(inputs, corruption) if corruption > 0 else inputs
+        embeddings = self.encoder(corrupted)
+        reconstruction = nn.functional.mse_loss(self.decoder(embeddings), inputs)
+        if cluster_weight > 0:
+            assignments = self.soft_assignments(embeddings)
+            target = target_distribution(assignments).detach()
+            clustering = nn.functional.kl_div(assignments.log(), target, reduction="batchmean")
+            return reconstruction + cluster_weight * clustering, reconstruction
+        # The centres take no part before the clustering phase; a zero term keeps their gradient
+        # defined so that DDP and Horovod reduce the same parameters in every step.
+        return reconstruction + 0.0 * self.cluster_centers.sum(), reconstruction
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of representation model: its module and its training phases, in order ("pretrain":
+    reconstruction with early stopping; "idec": clustering-loss fine-tuning from k-means centres)."""
+
+    module_class: type[RepresentationModel]
+    phases: tuple[Phase, ...] = ("pretrain",)
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "autoencoder": ModelKind(Autoencoder),
+    "vae": ModelKind(VariationalAutoencoder),
+    "idec": ModelKind(IdecAutoencoder, ("pretrain", "idec")),
+}
+
+
+def build_model(spec: AutoencoderSpec) -> RepresentationModel:
+    return MODEL_KINDS[spec.kind].module_class(spec)
+
+
+def next_phase(kind: str, phase: str) -> str:
+    """The phase after `phase` for a model kind, "done" after its last."""
+    phases = MODEL_KINDS[kind].phases
+    position = phases.index(phase) if phase in phases else len(phases)
+    return phases[position + 1] if position + 1 < len(phases) else "done"
+
+
+class TrainingObjective(nn.Module):
+    """The training loss as a module's forward, so that DistributedDataParallel (which synchronises
+    the gradients of what runs through its own forward) wraps the whole objective."""
+
+    def __init__(self, model: RepresentationModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.training_loss(inputs, corruption, vae_beta, cluster_weight)
+
+
+def target_distribution(assignments: torch.Tensor) -> torch.Tensor:
+    """DEC's auxiliary target: squares the assignments and normalises by cluster frequency, which
+    sharpens confident assignments and keeps large clusters from swallowing the others."""
+    weight = assignments.pow(2) / assignments.sum(dim=0).clamp_min(1e-12)
+    return weight / weight.sum(dim=1, keepdim=True)
+
+
+def _mask(inputs: torch.Tensor, rate: float) -> torch.Tensor:
+    """Masking noise: a share of the (standardised) inputs set to 0, their population mean."""
+    keep = torch.rand_like(inputs) >= rate
+    return inputs * keep
+
+
+def serialize(model: RepresentationModel) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"spec": asdict(model.spec), "state_dict": model.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def spec_from_dict(fields: dict[str, Any]) -> AutoencoderSpec:
+    return AutoencoderSpec(**{**fields, "hidden_dims": tuple(fields["hidden_dims"])})
+
+
+def deserialize(payload: bytes) -> RepresentationModel:
+    saved: dict[str, Any] = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    model = build_model(spec_from_dict(dict(saved["spec"])))
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    return model

@@ -1,0 +1,293 @@
+"""Driver side of training: Petastorm converter, Horovod launch on Spark executors, model artefacts."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from seglib.contract.artifacts import Artifacts, new_model_version
+from seglib.contract.config import SeglibConfig, TrainConfig
+from seglib.contract.errors import ConfigError, TrainingError
+from seglib.contract.tables import FEATURE_VECTOR_COLUMN, FEATURES_TABLE
+from seglib.contract.uris import join_uri, mask_credentials
+from seglib.features.preprocessing import FeatureMetadata, snapshot_preprocessing_version
+from seglib.features.stage import load_feature_metadata
+from seglib.platform.files import FsspecFiles
+from seglib.platform.warehouse import Warehouse
+from seglib.representation.launchers import LAUNCHERS, raise_rank_failures
+from seglib.representation.model_store import publish_model
+from seglib.representation.models import MODEL_KINDS, AutoencoderSpec
+from seglib.representation.rank_loop import RankResult, TrainingPlan
+from seglib.representation.tracking import track_with_mlflow
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    version: str
+    uri: str
+    history: list[dict[str, Any]]
+    rows: int
+    resumed_from_epoch: int = 0
+    precision: str = "float32"
+
+    def format(self) -> str:
+        last = self.history[-1]
+        validation = [epoch["validation_loss"] for epoch in self.history if "validation_loss" in epoch]
+        parts = [
+            f"trained model {self.version} on {self.rows} customers in {last['epoch']} epochs ({self.precision})"
+        ]
+        parts.append(f"final training loss {last['loss']:.4f}")
+        if validation:
+            parts.append(f"best validation loss {min(validation):.4f}")
+        if self.resumed_from_epoch:
+            parts.append(f"resumed after epoch {self.resumed_from_epoch}")
+        return ", ".join(parts)
+
+
+def idec_clusters(config: SeglibConfig) -> int:
+    if config.train.idec.clusters is not None:
+        return config.train.idec.clusters
+    if config.cluster.k == "auto":
+        raise ConfigError(
+            "train.model=idec needs a number of clusters: set train.idec.clusters, or a fixed cluster.k "
+            "(cluster.k is auto)"
+        )
+    return int(config.cluster.k)
+
+
+def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPlan:
+    settings = config.train
+    # Each rank takes this many steps per epoch; together they see about every row once.
+    steps = max(1, math.ceil(rows / (settings.batch_size * settings.num_proc)))
+    is_idec = "idec" in MODEL_KINDS[settings.model].phases
+    return TrainingPlan(
+        spec=AutoencoderSpec(
+            input_dim=input_dim,
+            hidden_dims=tuple(settings.hidden_dims),
+            embedding_dim=settings.embedding_dim,
+            dropout=settings.dropout,
+            kind=settings.model,
+            activation=settings.activation,
+            batch_norm=settings.batch_norm,
+            clusters=idec_clusters(config) if is_idec else 0,
+        ),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+        steps_per_epoch=steps,
+        feature_column=FEATURE_VECTOR_COLUMN,
+        warmup_epochs=settings.warmup_epochs,
+        patience=settings.patience,
+        min_delta=settings.min_delta,
+        corruption=settings.corruption,
+        vae_beta=settings.vae_beta,
+        idec_epochs=settings.idec.epochs if is_idec else 0,
+        idec_weight=settings.idec.weight,
+        idec_tolerance=settings.idec.tolerance,
+        reader_workers=settings.reader_workers,
+        shard_cache_bytes=settings.shard_cache_mib << 20,
+        device=settings.device,
+        precision=settings.precision,
+        progress=settings.progress,
+    )
+
+
+def checkpoint_location(
+    artifacts: Artifacts, snapshot: dt.date, plan: TrainingPlan, preprocessing_version: str
+) -> str:
+    """One folder per (snapshot, preprocessing version, plan): a rerun of the same training finds it, a
+    different plan never resumes from it."""
+    identity = {k: v for k, v in asdict(plan).items() if k not in {"checkpoint_uri", "progress"}}
+    identity.update(snapshot=snapshot.isoformat(), preprocessing=preprocessing_version)
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return artifacts.checkpoints(snapshot, digest)
+
+
+def latest_checkpoint(location: str) -> tuple[str, bytes] | None:
+    files = FsspecFiles()
+    names = [name for name in files.list_names(location) if name.startswith("epoch-")]
+    if not names:
+        return None
+    return names[-1], files.read_bytes(join_uri(location, names[-1]))
+
+
+def split_for_validation(
+    features: DataFrame, settings: TrainConfig, rows: int
+) -> tuple[DataFrame, DataFrame | None]:
+    """Hold out a share of customers, chosen by a hash of the id so the split is the same on a rerun."""
+    fraction = min(settings.validation_fraction, settings.validation_max_rows / max(rows, 1))
+    # Too few held-out rows would leave some workers without a Parquet row group to read.
+    if fraction * rows < 8 * settings.num_proc:
+        return features.select(FEATURE_VECTOR_COLUMN), None
+    bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(settings.seed)), F.lit(100_000))
+    held_out = bucket < F.lit(int(fraction * 100_000))
+    return (
+        features.where(~held_out).select(FEATURE_VECTOR_COLUMN),
+        features.where(held_out).select(FEATURE_VECTOR_COLUMN),
+    )
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The snapshot's scaled features, split for validation, and the plan that trains on them."""
+
+    training: DataFrame
+    validation: DataFrame | None
+    rows: int
+    training_rows: int
+    plan: TrainingPlan
+    preprocessing: FeatureMetadata
+
+
+def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
+    """Train the representation model on the snapshot's scaled features on Spark executors (Horovod by
+    default), every rank reading its shard through Petastorm; resumes an interrupted run of the same
+    plan from its last epoch checkpoint."""
+    snapshot = config.features.snapshot_date
+    artifacts = Artifacts.from_config(config)
+    data = _training_data(spark, config, artifacts)
+    location = data.plan.checkpoint_uri
+    assert location is not None
+    resume = latest_checkpoint(location) if config.train.resume else None
+    if resume is None:
+        FsspecFiles().delete(location)
+    else:
+        log.info("resuming from checkpoint %s/%s", mask_credentials(location), resume[0])
+        print(f"[seglib train] resuming from checkpoint {resume[0]} in {mask_credentials(location)}", flush=True)
+    version = new_model_version(snapshot, config.train.model)
+    log.info(
+        "training %s (%s) on %d customers x %d features (%d held out): %d workers, <= %d epochs of %d steps, "
+        "batch %d",
+        version, config.train.model, data.training_rows, data.plan.spec.input_dim,
+        data.rows - data.training_rows, config.train.num_proc, data.plan.epochs + data.plan.idec_epochs,
+        data.plan.steps_per_epoch, data.plan.batch_size,
+    )  # fmt: skip
+    started = time.perf_counter()
+    chief, relayed = _run_ranks(spark, config, data, resume[1] if resume else None)
+    # Once per epoch on the console: the ranks' live lines where the launcher relays them, else here.
+    shown_live = config.train.progress and relayed
+    for epoch in chief.history:
+        log.log(
+            logging.DEBUG if shown_live else logging.INFO,
+            "epoch %(epoch)3d %(phase)s loss %(loss).5f %(rows_per_second).0f rows/s",
+            epoch,
+        )
+    assert chief.model_payload is not None, "rank 0 returned no model"
+    metadata = _model_metadata(config, artifacts, version, data, chief, time.perf_counter() - started)
+    metadata_text = json.dumps(metadata, indent=2)
+    publish_model(spark, artifacts, version, snapshot, chief.model_payload, metadata_text)
+    FsspecFiles().delete(location)
+    if config.train.mlflow.enabled:
+        track_with_mlflow(config.train.mlflow, artifacts, metadata, chief.model_payload, metadata_text)
+    return TrainedModel(
+        version=version,
+        uri=artifacts.model_folder(version),
+        history=chief.history,
+        rows=data.rows,
+        resumed_from_epoch=chief.resumed_from_epoch,
+        precision=chief.precision,
+    )
+
+
+def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifacts) -> _TrainingData:
+    snapshot, database = config.features.snapshot_date, config.storage.database
+    warehouse = Warehouse.from_config(spark, config)
+    snapshot_features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot)
+    # The version that scaled this snapshot's rows, not whichever is current now.
+    preprocessing_version = snapshot_preprocessing_version(snapshot_features, f"{database}.{FEATURES_TABLE}", snapshot)
+    preprocessing = load_feature_metadata(spark, artifacts, preprocessing_version)
+    features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
+    rows = features.count()
+    training, validation = split_for_validation(features, config.train, rows)
+    counted = training.count()
+    plan = plan_training(config, preprocessing.dimension, counted)
+    location = checkpoint_location(artifacts, snapshot, plan, preprocessing_version)
+    plan = dataclasses.replace(plan, checkpoint_uri=location)
+    return _TrainingData(training, validation, rows, counted, plan, preprocessing)
+
+
+def _run_ranks(
+    spark: SparkSession, config: SeglibConfig, data: _TrainingData, resume: bytes | None
+) -> tuple[RankResult, bool]:
+    """Run the ranks through Petastorm converters; rank 0's result and whether rank output was relayed."""
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    settings = config.train
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, Artifacts.from_config(config).cache_dir)
+    # Several files per rank so that every shard gets row groups (Petastorm shards by row group).
+    train_converter = make_spark_converter(data.training.repartition(settings.num_proc * 4), dtype="float32")
+    validation_converter = (
+        make_spark_converter(data.validation.repartition(settings.num_proc * 2), dtype="float32")
+        if data.validation is not None
+        else None
+    )
+    make_launcher, rank_function = LAUNCHERS[settings.launcher]
+    launcher = make_launcher(settings.device)
+    try:
+        results = launcher.run(
+            rank_function, (data.plan, train_converter, validation_converter, resume), settings.num_proc
+        )
+    except Exception as error:  # a rank died hard (killed, out of memory) rather than reporting back
+        killed = " (exit code 137: a worker was killed, by the OS for memory or by the cluster manager)"
+        raise TrainingError(
+            f"{settings.launcher} training job failed before every rank reported back: {error}"
+            f"{killed if 'Exit code: 137' in str(error) else ''}. "
+            f"Look for the first Python traceback in the executor log above. Checkpoints are kept in "
+            f"{mask_credentials(data.plan.checkpoint_uri or '')}; "
+            "running `seg train` again resumes from the last one."
+        ) from error
+    finally:
+        train_converter.delete()
+        if validation_converter is not None:
+            validation_converter.delete()
+    raise_rank_failures(results)
+    return next(result for result in results if result.rank == 0), launcher.relays_rank_output
+
+
+def _model_metadata(
+    config: SeglibConfig,
+    artifacts: Artifacts,
+    version: str,
+    data: _TrainingData,
+    chief: RankResult,
+    seconds: float,
+) -> dict[str, Any]:
+    preprocessing = data.preprocessing
+    return {
+        "version": version,
+        "model": config.train.model,
+        "snapshot_date": config.features.snapshot_date.isoformat(),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+        "training_seconds": seconds,
+        "rows": data.rows,
+        "training_rows": data.training_rows,
+        "validation_rows": data.rows - data.training_rows,
+        "workers": config.train.num_proc,
+        "launcher": config.train.launcher,
+        "device": chief.device,
+        "precision": chief.precision,
+        "resumed_from_epoch": chief.resumed_from_epoch,
+        "plan": asdict(data.plan),
+        "feature_slots": preprocessing.vector_slots,
+        "preprocessing": {
+            "version": preprocessing.version,
+            "uri": artifacts.preprocessing_folder(preprocessing.version),
+            "categories": preprocessing.categories,
+            "fitted_snapshot": preprocessing.fitted_snapshot,
+        },
+        "history": chief.history,
+    }

@@ -1,0 +1,284 @@
+"""Choosing the number of segments: every k of the configured range scored on one sample by silhouette,
+smallest segment and prediction strength (segments that reproduce on independent halves)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from seglib.contract.config import ClusterConfig, SelectionConfig
+from seglib.numerics.local_kmeans import membership, squared_distances
+from seglib.segments.algorithms import ALGORITHMS, PREDICTION, fit_clusters
+
+log = logging.getLogger(__name__)
+
+
+def adjusted_rand_index(counts: Mapping[tuple[Any, Any], int]) -> float:
+    """ARI from a contingency table {(label_a, label_b): customers}, so that it can come from a Spark
+    groupBy instead of per-customer labels on the driver."""
+
+    def pairs(n: float) -> float:
+        return n * (n - 1) / 2
+
+    total = sum(counts.values())
+    if total < 2:
+        return 1.0
+    rows: dict[Any, int] = {}
+    columns: dict[Any, int] = {}
+    for (a, b), n in counts.items():
+        rows[a] = rows.get(a, 0) + n
+        columns[b] = columns.get(b, 0) + n
+    index = sum(pairs(n) for n in counts.values())
+    row_pairs = sum(pairs(n) for n in rows.values())
+    column_pairs = sum(pairs(n) for n in columns.values())
+    expected = row_pairs * column_pairs / pairs(total)
+    maximum = (row_pairs + column_pairs) / 2
+    if maximum == expected:
+        return 1.0
+    return (index - expected) / (maximum - expected)
+
+
+def contingency(frame: DataFrame, left: str, right: str) -> dict[tuple[Any, Any], int]:
+    return {(row[0], row[1]): int(row[2]) for row in frame.groupBy(left, right).count().collect()}
+
+
+def prediction_strength(counts: Mapping[tuple[Any, Any], int]) -> float:
+    """Tibshirani and Walther's prediction strength from a contingency table {(own, predicted):
+    customers} of a test half: for each cluster fitted on the test half, the share of its pairs of
+    customers that the model fitted on the other half also puts together; the weakest cluster counts.
+    Near 1 when k is at or below the number of real groups (merged groups stay together), it drops
+    when k splits a real group, because the split falls differently in each half."""
+    pairs_together: dict[Any, float] = {}
+    sizes: dict[Any, int] = {}
+    for (own, _), n in counts.items():
+        pairs_together[own] = pairs_together.get(own, 0.0) + n * (n - 1)
+        sizes[own] = sizes.get(own, 0) + n
+    strengths = [
+        pairs_together[own] / (size * (size - 1)) if size > 1 else 0.0 for own, size in sizes.items()
+    ]
+    return min(strengths) if strengths else 0.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    k: int
+    silhouette: float
+    smallest_share: float
+    prediction_strength: float
+    eligible: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    candidates: list[Candidate]
+    k: int
+    reason: str
+
+    def format(self) -> str:
+        lines = [f"{'k':>3}  {'silhouette':>10}  {'smallest':>8}  {'pred.strength':>13}  choice"]
+        for candidate in self.candidates:
+            mark = "<- chosen" if candidate.k == self.k else candidate.note
+            lines.append(
+                f"{candidate.k:>3}  {candidate.silhouette:>10.3f}  {candidate.smallest_share:>8.1%}  "
+                f"{candidate.prediction_strength:>13.3f}  {mark}"
+            )
+        lines.append(f"chose k={self.k}: {self.reason}")
+        return "\n".join(lines)
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        return [asdict(candidate) | {"chosen": candidate.k == self.k} for candidate in self.candidates]
+
+
+def _split_strength(
+    sample: DataFrame, features_column: str, settings: ClusterConfig, k: int, split: int, restarts: int
+) -> float:
+    """Prediction strength of k on one random split of the sample into halves, both ways round."""
+    seed = settings.seed + 1000 * k + split
+    halves = sample.withColumn("_half", (F.rand(seed) < 0.5).cast("int"))
+    models = [
+        fit_clusters(
+            halves.where(F.col("_half") == half),
+            features_column,
+            settings.model_copy(update={"seed": seed + 17 * half}),
+            k,
+            restarts,
+        )
+        for half in (0, 1)
+    ]
+    strengths = []
+    for test, other in ((0, 1), (1, 0)):
+        own = (
+            models[test].transform(halves.where(F.col("_half") == test)).withColumnRenamed(PREDICTION, "_own")
+        )
+        both = models[other].transform(own)
+        strengths.append(prediction_strength(contingency(both, "_own", PREDICTION)))
+    return sum(strengths) / len(strengths)
+
+
+def _local_split_strength(
+    points: np.ndarray, settings: ClusterConfig, k: int, split: int, restarts: int
+) -> float:
+    """`_split_strength` on the driver-side sample for an algorithm with a `local_fit` (k-means): each half
+    is clustered exactly as `fit_clusters` seeds and refines, without a Spark job per fit (the sample is bounded by
+    `selection.sample_rows`, and dozens of fits per candidate would be mostly scheduling)."""
+    seed = settings.seed + 1000 * k + split
+    order = np.random.default_rng(seed).permutation(len(points))
+    halves = [points[order[: len(points) // 2]], points[order[len(points) // 2 :]]]
+    local_fit = ALGORITHMS[settings.algorithm].local_fit
+    assert local_fit is not None
+    centers = [local_fit(half, k, seed + 17 * index, restarts, settings.max_iter) for index, half in enumerate(halves)]
+    strengths = []
+    for test, other in ((0, 1), (1, 0)):
+        own = squared_distances(halves[test], centers[test]).argmin(axis=1)
+        predicted = squared_distances(halves[test], centers[other]).argmin(axis=1)
+        pairs, counts = np.unique(np.stack([own, predicted], axis=1), axis=0, return_counts=True)
+        strengths.append(
+            prediction_strength({(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)})
+        )
+    return sum(strengths) / len(strengths)
+
+
+def squared_euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
+    """The silhouette Spark's ClusteringEvaluator reports (squared Euclidean distance), computed on a
+    driver-side sample: each point's mean squared distance to a cluster follows from the cluster's
+    size, sum and sum of squared norms, so the cost is n x k, not n x n. As in Spark, a point's own
+    cluster excludes the point itself, and a point alone in its cluster scores 0."""
+    clusters, members = np.unique(labels, return_inverse=True)
+    if len(clusters) < 2:
+        return 0.0
+    one_hot = membership(members, len(clusters))
+    sizes = one_hot.sum(axis=0)
+    sums = one_hot.T @ points
+    norms = (points**2).sum(axis=1)
+    norm_sums = one_hot.T @ norms
+    mean_distance = norms[:, None] + (norm_sums / sizes)[None, :] - 2 * (points @ sums.T) / sizes[None, :]
+    own_size = sizes[members]
+    rows = np.arange(len(points))
+    alone = own_size == 1
+    own = mean_distance[rows, members] * own_size / np.where(alone, 1.0, own_size - 1)
+    mean_distance[rows, members] = np.inf
+    nearest_other = mean_distance.min(axis=1)
+    scores = np.where(
+        own < nearest_other,
+        1 - own / nearest_other,
+        np.where(own > nearest_other, nearest_other / np.where(own > 0, own, 1.0) - 1, 0.0),
+    )
+    return float(np.where(alone, 0.0, scores).mean())
+
+
+def _score_candidate(
+    sample: DataFrame,
+    points: np.ndarray | None,
+    features_column: str,
+    settings: ClusterConfig,
+    k: int,
+    restarts: int,
+) -> Candidate:
+    selection = settings.selection
+    local_fit = ALGORITHMS[settings.algorithm].local_fit
+    if points is not None and local_fit is not None:
+        # The local fit on the driver-side sample, seeded and refined exactly as fit_clusters does (the
+        # Spark fit of the sample would start from these centres and stop at once): no Spark job per
+        # candidate. The segmentation itself is fitted on every customer by Spark MLlib.
+        centers = local_fit(points, k, settings.seed, restarts, settings.max_iter)
+        labels = squared_distances(points, centers).argmin(axis=1)
+        sizes = [int(size) for size in np.bincount(labels, minlength=k) if size > 0]
+        silhouette = squared_euclidean_silhouette(points, labels)
+    else:
+        model = fit_clusters(sample, features_column, settings, k, restarts)
+        assigned = model.transform(sample)
+        sizes = [row["count"] for row in assigned.groupBy(PREDICTION).count().collect()]
+        evaluator = ClusteringEvaluator(
+            featuresCol=features_column, predictionCol=PREDICTION, metricName="silhouette"
+        )
+        silhouette = float(evaluator.evaluate(assigned))
+    smallest = (min(sizes) if len(sizes) == k else 0) / max(sum(sizes), 1)
+    strengths = [
+        _local_split_strength(points, settings, k, split, restarts)
+        if points is not None
+        else _split_strength(sample, features_column, settings, k, split, restarts)
+        for split in range(selection.splits)
+    ]
+    strength = sum(strengths) / len(strengths)
+    problems = []
+    if smallest < selection.min_segment_share:
+        problems.append(f"a segment holds {smallest:.1%} < {selection.min_segment_share:.1%}")
+    if strength < selection.min_prediction_strength:
+        problems.append(f"prediction strength {strength:.2f} < {selection.min_prediction_strength:.2f}")
+    if silhouette < selection.min_silhouette:
+        problems.append(f"silhouette {silhouette:.2f} < {selection.min_silhouette:.2f}")
+    log.info(
+        "k=%d: silhouette %.3f, smallest segment %.1f%%, prediction strength %.3f",
+        k,
+        silhouette,
+        100 * smallest,
+        strength,
+    )
+    return Candidate(k, silhouette, smallest, strength, not problems, "; ".join(problems) or "eligible")
+
+
+def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) -> Selection:
+    """Score every k of the range on one sample: silhouette, smallest segment, prediction strength.
+
+    The choice is the largest k that passes every bar: each segment holds at least `min_segment_share`
+    of customers, the segments reproduce on independent halves of the sample (prediction strength at
+    least `min_prediction_strength`) and there is clustered structure (silhouette at least
+    `min_silhouette`). Largest, because the bars reject a k that splits real groups, while a k that
+    merges two real groups passes them and usually scores a *higher* silhouette (measured on the
+    generated personas: silhouette alone chose 4 for 5 personas in two of four trainings). When no k
+    passes, the highest silhouette of all, with the reason saying so.
+    """
+    selection: SelectionConfig = settings.selection
+    total = vectors.count()
+    fraction = min(1.0, selection.sample_rows / max(total, 1))
+    sample = (vectors if fraction >= 1.0 else vectors.sample(fraction=fraction, seed=settings.seed)).select(
+        features_column
+    )
+    # Dozens of small fits follow, each a Spark job per iteration: a few even partitions keep the
+    # per-task overhead down (the table may arrive in many small files).
+    sample = sample.repartition(vectors.sparkSession.sparkContext.defaultParallelism).cache()
+    restarts = settings.restarts
+    # k-means candidates and their halves are scored on the driver (_score_candidate); bounded sample.
+    points = (
+        np.array([row[0].toArray() for row in sample.collect()], dtype=np.float64)
+        if ALGORITHMS[settings.algorithm].local_fit is not None
+        else None
+    )
+    # The candidates are independent. For k-means they are scored on the driver (numpy releases the
+    # GIL in its larger operations); for the other algorithms each runs many tiny Spark jobs, and scoring
+    # a few at once keeps the executors busy while the driver schedules.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        candidates = list(
+            pool.map(
+                lambda k: _score_candidate(sample, points, features_column, settings, k, restarts),
+                range(selection.k_min, selection.k_max + 1),
+            )
+        )
+    sample.unpersist()
+    eligible = [candidate for candidate in candidates if candidate.eligible]
+    bars = (
+        f"every segment >= {selection.min_segment_share:.1%} of customers, prediction strength >= "
+        f"{selection.min_prediction_strength:.2f} and silhouette >= {selection.min_silhouette:.2f}"
+    )
+    if eligible:
+        best = max(eligible, key=lambda candidate: candidate.k)
+        reason = (
+            f"largest k of the {len(eligible)} of {len(candidates)} candidates with {bars} "
+            f"(silhouette {best.silhouette:.3f}, prediction strength {best.prediction_strength:.3f})"
+        )
+    else:
+        best = max(candidates, key=lambda candidate: (candidate.silhouette, -candidate.k))
+        reason = (
+            f"no candidate passed every bar ({bars}); highest silhouette ({best.silhouette:.3f}) of all "
+            "candidates. The embeddings may hold no clear groups: consider a different k range or model"
+        )
+    return Selection(candidates, best.k, reason)

@@ -1,0 +1,124 @@
+"""Executor-side code, tested in process without Spark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seglib.representation.embedding import encode_batches
+from seglib.representation.models import (
+    AutoencoderSpec,
+    build_model,
+    deserialize,
+    serialize,
+    target_distribution,
+)
+from seglib.representation.rank_loop import is_improvement
+
+
+def test_autoencoder_shapes_follow_the_spec():
+    model = build_model(AutoencoderSpec(input_dim=12, hidden_dims=(16, 8), embedding_dim=3))
+    inputs = torch.randn(5, 12)
+    assert model.encode(inputs).shape == (5, 3)
+    assert model(inputs).shape == (5, 12)
+
+
+def test_serialized_model_round_trips_to_identical_outputs():
+    torch.manual_seed(0)
+    model = build_model(AutoencoderSpec(input_dim=6, hidden_dims=(4,), embedding_dim=2, dropout=0.1)).eval()
+    restored = deserialize(serialize(model))
+    inputs = torch.randn(7, 6)
+    assert restored.spec == model.spec
+    assert torch.equal(restored.encode(inputs), model.encode(inputs))
+
+
+def test_encode_batches_embeds_each_arrow_batch_and_measures_its_reconstruction_error():
+    torch.manual_seed(1)
+    model = build_model(AutoencoderSpec(input_dim=4, hidden_dims=(8,), embedding_dim=2)).eval()
+    rows = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    batches = [pd.Series(list(rows[:3])), pd.Series([], dtype=object), pd.Series(list(rows[3:]))]
+    outputs = list(encode_batches(serialize(model), iter(batches)))
+    assert [len(batch) for batch in outputs] == [3, 0, 2]
+    embedded = np.stack([*outputs[0]["embedding"], *outputs[2]["embedding"]])
+    errors = np.concatenate([outputs[0]["reconstruction_error"], outputs[2]["reconstruction_error"]])
+    with torch.no_grad():
+        expected = model.encode(torch.from_numpy(rows)).numpy()
+        reconstructed = model(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(embedded, expected, rtol=1e-6)
+    np.testing.assert_allclose(errors, ((reconstructed - rows) ** 2).mean(axis=1), rtol=1e-5)
+
+
+def test_layers_follow_activation_batch_norm_and_dropout_settings():
+    spec = AutoencoderSpec(
+        input_dim=6, hidden_dims=(5, 4), embedding_dim=2, dropout=0.2, activation="tanh", batch_norm=True
+    )
+    encoder_kinds = [type(layer).__name__ for layer in build_model(spec).encoder]
+    assert encoder_kinds == [
+        "Linear",
+        "BatchNorm1d",
+        "Tanh",
+        "Dropout",
+        "Linear",
+        "BatchNorm1d",
+        "Tanh",
+        "Dropout",
+        "Linear",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["vae", "idec"])
+def test_variants_round_trip_and_embed_deterministically(kind):
+    torch.manual_seed(2)
+    spec = AutoencoderSpec(
+        input_dim=6, hidden_dims=(5,), embedding_dim=3, kind=kind, clusters=3 if kind == "idec" else 0
+    )
+    model = build_model(spec).eval()
+    inputs = torch.randn(9, 6)
+    restored = deserialize(serialize(model))
+    assert restored.spec == spec
+    assert model.encode(inputs).shape == (9, 3)
+    assert torch.equal(restored.encode(inputs), model.encode(inputs))
+    assert torch.equal(
+        model.encode(inputs), model.encode(inputs)
+    )  # the VAE embeds with its mean, not a sample
+
+
+def test_vae_loss_adds_the_kl_term_and_a_denoising_loss_differs_from_the_clean_one():
+    torch.manual_seed(3)
+    inputs = torch.randn(64, 6)
+    vae = build_model(AutoencoderSpec(input_dim=6, hidden_dims=(5,), embedding_dim=2, kind="vae"))
+    loss, reconstruction = vae.training_loss(inputs, corruption=0.0, vae_beta=1.0, cluster_weight=0.0)
+    assert loss.item() > reconstruction.item() > 0
+    plain = build_model(AutoencoderSpec(input_dim=6, hidden_dims=(5,), embedding_dim=2))
+    clean, _ = plain.training_loss(inputs, corruption=0.0, vae_beta=0.0, cluster_weight=0.0)
+    noisy, _ = plain.training_loss(inputs, corruption=0.5, vae_beta=0.0, cluster_weight=0.0)
+    assert clean.item() == pytest.approx(torch.nn.functional.mse_loss(plain(inputs), inputs).item())
+    assert noisy.item() != pytest.approx(clean.item())
+
+
+def test_idec_assignments_target_and_clustering_loss():
+    model = build_model(
+        AutoencoderSpec(input_dim=2, hidden_dims=(), embedding_dim=2, kind="idec", clusters=2)
+    )
+    with torch.no_grad():
+        model.cluster_centers.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+    embeddings = torch.tensor([[0.0, 0.0], [4.0, 0.0], [2.0, 0.0]])
+    assignments = model.soft_assignments(embeddings)
+    # Student's t kernel: 1 / (1 + d^2), normalised per row.
+    assert assignments[0].tolist() == pytest.approx([1 / (1 + 0) / (1 + 1 / 17), (1 / 17) / (1 + 1 / 17)])
+    assert assignments[2].tolist() == pytest.approx([0.5, 0.5])
+    target = target_distribution(assignments)
+    assert torch.allclose(target.sum(dim=1), torch.ones(3))
+    assert target[0, 0].item() > assignments[0, 0].item()  # confident rows get sharper
+    inputs = torch.randn(16, 2)
+    with_clusters, reconstruction = model.training_loss(inputs, 0.0, 0.0, cluster_weight=0.5)
+    without, _ = model.training_loss(inputs, 0.0, 0.0, cluster_weight=0.0)
+    assert with_clusters.item() > reconstruction.item() == pytest.approx(without.item())
+
+
+def test_early_stopping_counts_only_relative_improvements():
+    assert is_improvement(1.0, float("inf"), 0.01)
+    assert not is_improvement(float("nan"), float("inf"), 0.01)
+    assert is_improvement(0.98, 1.0, 0.01) and not is_improvement(0.995, 1.0, 0.01)
