@@ -8,7 +8,7 @@ Layout (every version folder is written once and never rewritten; pointers move 
       preprocessing/pp-<snapshot>-<stamp>/   pipeline/ and metadata.json
       autoencoder/LATEST                     the model trained last
       autoencoder/LATEST-<snapshot>          the model trained last on that snapshot
-      autoencoder/<kind>-<snapshot>-<stamp>/ model.pt, metadata.json, segmentation-<snapshot>/
+      autoencoder/<prefix>-<snapshot>-<stamp>/ model.pt, metadata.json, segmentation-<snapshot>/
       autoencoder/checkpoints/<snapshot>-<plan digest>/   (unless train.checkpoint_dir is set)
     <parent of model_dir>/reports/<snapshot>/             (unless report.directory is set)
 
@@ -28,16 +28,15 @@ PREPROCESSING_POINTER = "CURRENT"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.pt"
 SEGMENTATION_STATE_FILE = "segmentation.json"
-# The prefix of a model version names its kind, so a folder listing shows what each model is.
-MODEL_VERSION_PREFIXES = {"autoencoder": "ae", "vae": "vae", "idec": "idec"}
 
 
 def _stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
-def new_model_version(snapshot: dt.date, kind: str = "autoencoder") -> str:
-    return f"{MODEL_VERSION_PREFIXES[kind]}-{snapshot:%Y%m%d}-{_stamp()}"
+def new_model_version(snapshot: dt.date, prefix: str) -> str:
+    """`prefix` names the model kind (its `version_prefix`), so a folder listing shows what each model is."""
+    return f"{prefix}-{snapshot:%Y%m%d}-{_stamp()}"
 
 
 def new_preprocessing_version(snapshot: dt.date) -> str:

@@ -18,6 +18,7 @@ from seglib.features.transactions import transaction_feature_specs, transaction_
 
 log = logging.getLogger(__name__)
 
+
 def _availability_flag(name: str, source: str, what: str) -> FeatureSpec:
     return FeatureSpec(name, "availability", source, "flag", "zero", f"1 when the customer has {what}")
 

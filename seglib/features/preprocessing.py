@@ -152,7 +152,9 @@ def current_preprocessing_version(spark: SparkSession, artifacts: Artifacts) -> 
     return None
 
 
-def load_feature_metadata(spark: SparkSession, artifacts: Artifacts, version: str | None = None) -> FeatureMetadata:
+def load_feature_metadata(
+    spark: SparkSession, artifacts: Artifacts, version: str | None = None
+) -> FeatureMetadata:
     """The metadata of one preprocessing version (default: the current one)."""
     version = version or current_preprocessing_version(spark, artifacts)
     if version is None:

@@ -25,7 +25,6 @@ Transform = Literal["log1p", "scale", "flag", "one-hot"]
 Fill = Literal["zero", "cap", "impute", "none"]
 
 
-
 @dataclass(frozen=True)
 class FeatureSpec:
     """One raw feature: what it means and how the pipeline treats it.

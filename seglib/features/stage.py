@@ -49,6 +49,7 @@ from seglib.platform.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FeaturesResult:
     metadata: FeatureMetadata
@@ -90,7 +91,9 @@ def require_accepted_transactions(inputs: InputTables) -> None:
     """Stop (after the quarantine is written) when not one transaction was accepted."""
     for table, counts in inputs.counts.items():
         if table == inputs.transactions_label and counts.get("accepted", 0) == 0:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in counts.items() if reason != "accepted")
+            reasons = ", ".join(
+                f"{count} {reason}" for reason, count in counts.items() if reason != "accepted"
+            )
             raise InputDataError(
                 f"table {table} (transactions): every one of its {sum(counts.values())} rows was quarantined "
                 f"({reasons}); see the quarantine table for the rows. Check the column mapping in "
@@ -136,7 +139,7 @@ def _compute_features(
         inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
     )
     if saved is not None:
-        _require_same_features(saved, feature_set, config)
+        _require_same_features(saved, feature_set, list(config.features.windows_days))
     # One row per customer, read by the statistics, the pipeline fit and the write: staged once as
     # Parquet under cache_dir (a folder of this run's own) rather than cached in executor memory.
     staging = artifacts.features_staging(snapshot, uuid.uuid4().hex)
@@ -166,10 +169,10 @@ def _vocabulary(
     return top["category"], top["channel"]
 
 
-def _require_same_features(saved: FeatureMetadata, feature_set: FeatureSet, config: SeglibConfig) -> None:
+def _require_same_features(saved: FeatureMetadata, feature_set: FeatureSet, windows_days: list[int]) -> None:
     """Known from the configuration and the mapped columns alone: refuse before computing anything."""
     names = [spec.name for spec in feature_set.specs]
-    if names != saved.feature_names or list(config.features.windows_days) != saved.windows_days:
+    if names != saved.feature_names or windows_days != saved.windows_days:
         raise InputDataError(
             f"preprocessing version {saved.version} (fitted on snapshot {saved.fitted_snapshot}) expects the "
             f"features {saved.feature_names}, but the inputs and config now give {names}; run with "

@@ -131,7 +131,9 @@ def read_source(
         raise InputDataError(f"cannot read {label}: {first_line}") from None
 
 
-def claim_source(spark: SparkSession, warehouse: Warehouse, source: SourceConfig, default_database: str) -> None:
+def claim_source(
+    spark: SparkSession, warehouse: Warehouse, source: SourceConfig, default_database: str
+) -> None:
     """Stop (UnsafeWriteError) unless `source` is absent or was written by seglib: nothing else is ever
     overwritten, whatever the configuration says."""
     label = source_label(source, default_database)

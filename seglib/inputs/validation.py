@@ -131,6 +131,20 @@ def customer_rules(
     return rules
 
 
+def _rejected_rows(labelled: DataFrame, columns: list[str], name: str) -> DataFrame:
+    """The rejected rows as quarantine rows: source table, reason and the original row as JSON."""
+    source = (
+        F.col(SOURCE_ROW)
+        if SOURCE_ROW in columns
+        else F.struct(*[F.col(quote_identifier(c)) for c in columns])
+    )
+    return labelled.where(F.col(_REASON).isNotNull()).select(
+        F.lit(name).alias("source_table"),
+        F.col(_REASON).alias("reason"),
+        F.to_json(source).alias("row"),
+    )
+
+
 def validate_rows(
     df: DataFrame, name: str, rules: list[RowRule], time_column: str | None = None
 ) -> ValidatedTable:
@@ -156,18 +170,14 @@ def validate_rows(
     tally = labelled.groupBy(_REASON).agg(F.count(F.lit(1)).alias("count"), *time_aggregates).collect()
     counts = {row[_REASON] or "accepted": int(row["count"]) for row in tally}
     counts.setdefault("accepted", 0)
+
     def present(column: str) -> list[Any]:
         return [row[column] for row in tally if time_column and row[column] is not None]
 
-    firsts, lasts, first_days, last_days = (present(c) for c in ("_first", "_last", "_first_day", "_last_day"))
-    source = (
-        F.col(SOURCE_ROW) if SOURCE_ROW in df.columns else F.struct(*[F.col(quote_identifier(c)) for c in df.columns])
+    firsts, lasts, first_days, last_days = (
+        present(c) for c in ("_first", "_last", "_first_day", "_last_day")
     )
-    rejected = labelled.where(F.col(_REASON).isNotNull()).select(
-        F.lit(name).alias("source_table"),
-        F.col(_REASON).alias("reason"),
-        F.to_json(source).alias("row"),
-    )
+    rejected = _rejected_rows(labelled, df.columns, name)
     accepted = labelled.where(F.col(_REASON).isNull()).drop(_REASON, SOURCE_ROW)
     problems = {reason: count for reason, count in counts.items() if reason != "accepted"}
     if problems:

@@ -95,7 +95,9 @@ class HadoopFiles(_TextFiles):
         path, filesystem = self._path_and_fs(uri)
         if not filesystem.exists(path):
             return []
-        return sorted(status.getPath().getName() for status in filesystem.listStatus(path) if status.isDirectory())
+        return sorted(
+            status.getPath().getName() for status in filesystem.listStatus(path) if status.isDirectory()
+        )
 
     def is_empty_directory(self, uri: str) -> bool:
         """Whether `uri` is an existing folder with nothing in it."""

@@ -21,10 +21,14 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_SECONDS = 15.0
 
 
-def describe_active_work(spark: SparkSession, stage: str, elapsed: float, stage_started: dict[int, float]) -> str:
+def describe_active_work(
+    spark: SparkSession, stage: str, elapsed: float, stage_started: dict[int, float]
+) -> str:
     """One line on the Spark stages running now; `stage_started` remembers when each was first seen."""
     tracker = spark.sparkContext.statusTracker()
-    infos = [info for info in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if info is not None]
+    infos = [
+        info for info in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if info is not None
+    ]
     if not infos:
         return f"{stage}: {elapsed:,.0f}s, Spark between jobs (driver-side work)"
     now = time.monotonic()
@@ -36,7 +40,9 @@ def describe_active_work(spark: SparkSession, stage: str, elapsed: float, stage_
         if 0 < done < total:
             left = (now - first_seen) / done * (total - done)
             estimate = f", about {left:,.0f}s left"
-        parts.append(f"Spark stage {info.stageId} '{info.name.split(' at ')[0]}' {done}/{total} tasks{estimate}")
+        parts.append(
+            f"Spark stage {info.stageId} '{info.name.split(' at ')[0]}' {done}/{total} tasks{estimate}"
+        )
     return f"{stage}: {elapsed:,.0f}s, " + "; ".join(parts)
 
 

@@ -139,7 +139,9 @@ class Warehouse:
             # Dynamic overwrite replaces only the partitions that receive rows: an empty rewrite of a
             # snapshot must remove the old partition itself.
             if df.isEmpty():
-                HadoopFiles(self.spark).delete(join_uri(location, f"{SNAPSHOT_COLUMN}={snapshot.isoformat()}"))
+                HadoopFiles(self.spark).delete(
+                    join_uri(location, f"{SNAPSHOT_COLUMN}={snapshot.isoformat()}")
+                )
         written = time.perf_counter()
         mark_folder(self.spark, location)
         self.register(database, table, df.schema, partitioned=True)
@@ -248,7 +250,9 @@ class Warehouse:
             table_type = self.spark.catalog.getTable(f"`{database}`.`{table}`").tableType or "EXTERNAL"
             return CatalogEntry(table_type.upper(), "", False)
         names = [row["col_name"] for row in details]
-        detail_start = names.index("# Detailed Table Information") if "# Detailed Table Information" in names else 0
+        detail_start = (
+            names.index("# Detailed Table Information") if "# Detailed Table Information" in names else 0
+        )
         # Only the detail rows: a data column may be called Type or Location too.
         fields = {row["col_name"]: row["data_type"] for row in details[detail_start:]}
         properties = fields.get("Table Properties") or ""
@@ -293,7 +297,9 @@ class Warehouse:
         """Register every table found under the database folder (sessions start with an empty catalog)."""
         folder = join_uri(self.root, f"{database}.db")
         registered = []
-        for table in (name for name in HadoopFiles(self.spark).list_directories(folder) if _is_identifier(name)):
+        for table in (
+            name for name in HadoopFiles(self.spark).list_directories(folder) if _is_identifier(name)
+        ):
             if not is_seglib_folder(self.spark, join_uri(folder, table)):
                 log.debug("not registering %s.%s: seglib did not create that folder", database, table)
                 continue

@@ -25,7 +25,9 @@ def latest_model_version(spark: SparkSession, artifacts: Artifacts, snapshot: dt
     if snapshot is not None and files.exists(artifacts.snapshot_pointer(snapshot)):
         return files.read_text(artifacts.snapshot_pointer(snapshot)).strip()
     if not files.exists(artifacts.latest_pointer):
-        raise TrainingError(f"no trained model under {mask_credentials(artifacts.models_root)}; run `seg train` first")
+        raise TrainingError(
+            f"no trained model under {mask_credentials(artifacts.models_root)}; run `seg train` first"
+        )
     return files.read_text(artifacts.latest_pointer).strip()
 
 
@@ -33,7 +35,9 @@ def read_model_metadata(spark: SparkSession, artifacts: Artifacts, version: str)
     uri = artifacts.model_metadata(version)
     files = HadoopFiles(spark)
     if not files.exists(uri):
-        raise TrainingError(f"no model {version} under {mask_credentials(artifacts.models_root)}; run `seg train`")
+        raise TrainingError(
+            f"no model {version} under {mask_credentials(artifacts.models_root)}; run `seg train`"
+        )
     return dict(json.loads(files.read_text(uri)))
 
 
@@ -53,7 +57,12 @@ def read_model_payload(spark: SparkSession, artifacts: Artifacts, version: str) 
 
 
 def publish_model(
-    spark: SparkSession, artifacts: Artifacts, version: str, snapshot: dt.date, payload: bytes, metadata_text: str
+    spark: SparkSession,
+    artifacts: Artifacts,
+    version: str,
+    snapshot: dt.date,
+    payload: bytes,
+    metadata_text: str,
 ) -> None:
     """Write a trained model's files, then move the pointers to it (last, so a reader never meets a
     pointer to a half-written model)."""

@@ -7,8 +7,7 @@ it depends on torch alone.
   KL self-training loss of Guo et al. (2017) while keeping the reconstruction loss.
 
 A new model kind is a `RepresentationModel` subclass (its `encode` and `training_loss`), one entry in
-`MODEL_KINDS` with its training phases, its name in `TrainConfig.model` and a version prefix in
-`seglib.contract.artifacts.MODEL_VERSION_PREFIXES`.
+`MODEL_KINDS` (module, version prefix, training phases) and its name in `TrainConfig.model`.
 """
 
 from __future__ import annotations
@@ -153,17 +152,19 @@ class IdecAutoencoder(RepresentationModel):
 
 @dataclass(frozen=True)
 class ModelKind:
-    """One kind of representation model: its module and its training phases, in order ("pretrain":
-    reconstruction with early stopping; "idec": clustering-loss fine-tuning from k-means centres)."""
+    """One kind of representation model: its module, the prefix of its version names (ae-20250131-...),
+    and its training phases in order ("pretrain": reconstruction with early stopping; "idec":
+    clustering-loss fine-tuning from k-means centres)."""
 
     module_class: type[RepresentationModel]
+    version_prefix: str
     phases: tuple[Phase, ...] = ("pretrain",)
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
-    "autoencoder": ModelKind(Autoencoder),
-    "vae": ModelKind(VariationalAutoencoder),
-    "idec": ModelKind(IdecAutoencoder, ("pretrain", "idec")),
+    "autoencoder": ModelKind(Autoencoder, "ae"),
+    "vae": ModelKind(VariationalAutoencoder, "vae"),
+    "idec": ModelKind(IdecAutoencoder, "idec", ("pretrain", "idec")),
 }
 
 

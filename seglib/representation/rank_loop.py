@@ -405,7 +405,9 @@ class _Run:
             held_out = load_shard(validation_data, plan, group.rank, group.size, 1 << 62)
             assert held_out is not None, "a shard without a size limit is always loaded"
             self.validation = held_out.to(self.device)
-        self.total_epochs = plan.epochs + (plan.idec_epochs if "idec" in MODEL_KINDS[plan.spec.kind].phases else 0)
+        self.total_epochs = plan.epochs + (
+            plan.idec_epochs if "idec" in MODEL_KINDS[plan.spec.kind].phases else 0
+        )
         self.steps = 0
 
     def run(self) -> RankResult:
@@ -501,7 +503,9 @@ class _Run:
                 embeddings = self.model.encode(part)
                 squared_error += float(((self.model.decoder(embeddings) - part) ** 2).mean(dim=1).sum())
                 if self.state.phase == "idec":
-                    assignments.append(self._clustering_model().soft_assignments(embeddings).argmax(dim=1).cpu())
+                    assignments.append(
+                        self._clustering_model().soft_assignments(embeddings).argmax(dim=1).cpu()
+                    )
         epoch = record["epoch"]
         rows = self.group.all_reduce_sum(float(len(self.validation)), f"val_rows.{epoch}")
         record["validation_loss"] = self.group.all_reduce_sum(squared_error, f"val_loss.{epoch}") / max(

@@ -33,7 +33,6 @@ from seglib.representation.tracking import track_with_mlflow
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class TrainedModel:
     version: str
@@ -167,8 +166,10 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         FsspecFiles().delete(location)
     else:
         log.info("resuming from checkpoint %s/%s", mask_credentials(location), resume[0])
-        print(f"[seglib train] resuming from checkpoint {resume[0]} in {mask_credentials(location)}", flush=True)
-    version = new_model_version(snapshot, config.train.model)
+        print(
+            f"[seglib train] resuming from checkpoint {resume[0]} in {mask_credentials(location)}", flush=True
+        )
+    version = new_model_version(snapshot, MODEL_KINDS[config.train.model].version_prefix)
     log.info(
         "training %s (%s) on %d customers x %d features (%d held out): %d workers, <= %d epochs of %d steps, "
         "batch %d",
@@ -208,7 +209,9 @@ def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifac
     warehouse = Warehouse.from_config(spark, config)
     snapshot_features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot)
     # The version that scaled this snapshot's rows, not whichever is current now.
-    preprocessing_version = snapshot_preprocessing_version(snapshot_features, f"{database}.{FEATURES_TABLE}", snapshot)
+    preprocessing_version = snapshot_preprocessing_version(
+        snapshot_features, f"{database}.{FEATURES_TABLE}", snapshot
+    )
     preprocessing = load_feature_metadata(spark, artifacts, preprocessing_version)
     features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
     rows = features.count()

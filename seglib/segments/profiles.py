@@ -25,7 +25,11 @@ def segment_profiles(members: DataFrame, feature_names: list[str]) -> DataFrame:
     """
     per_segment, population, sizes = _feature_moments(members, feature_names)
     joined = per_segment.join(population, "feature").select(
-        "segment_id", "feature", "segment_median", "population_median", *_comparisons(sizes.count(), len(feature_names))
+        "segment_id",
+        "feature",
+        "segment_median",
+        "population_median",
+        *_comparisons(sizes.count(), len(feature_names)),
     )
     ranking = Window.partitionBy("segment_id").orderBy(F.abs("std_diff").desc(), "feature")
     return (

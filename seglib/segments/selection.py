@@ -135,7 +135,10 @@ def _local_split_strength(
     halves = [points[order[: len(points) // 2]], points[order[len(points) // 2 :]]]
     local_fit = ALGORITHMS[settings.algorithm].local_fit
     assert local_fit is not None
-    centers = [local_fit(half, k, seed + 17 * index, restarts, settings.max_iter) for index, half in enumerate(halves)]
+    centers = [
+        local_fit(half, k, seed + 17 * index, restarts, settings.max_iter)
+        for index, half in enumerate(halves)
+    ]
     strengths = []
     for test, other in ((0, 1), (1, 0)):
         own = squared_distances(halves[test], centers[test]).argmin(axis=1)

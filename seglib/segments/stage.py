@@ -24,7 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts
-from seglib.contract.config import ClusterConfig, SeglibConfig
+from seglib.contract.config import ClusterConfig, IdentityConfig, SeglibConfig
 from seglib.contract.errors import InputDataError
 from seglib.contract.tables import (
     EMBEDDINGS_TABLE,
@@ -59,7 +59,6 @@ from seglib.segments.selection import Selection, adjusted_rand_index, contingenc
 from seglib.segments.state import SegmentationState, assign, embedding_vectors, save_state, segment_counts
 
 log = logging.getLogger(__name__)
-
 
 
 def require_enough_customers(customers: int, settings: ClusterConfig, table: str, snapshot: dt.date) -> None:
@@ -158,7 +157,8 @@ def previous_run(warehouse: Warehouse, database: str, snapshot: dt.date) -> dt.d
 
 def _match_to_previous(
     warehouse: Warehouse,
-    config: SeglibConfig,
+    database: str,
+    settings: IdentityConfig,
     clustered: DataFrame,
     sizes: dict[int, int],
     members: DataFrame,
@@ -167,7 +167,6 @@ def _match_to_previous(
     snapshot: dt.date,
 ) -> tuple[Matching, float | None, dict[int, str]]:
     """Match this run's clusters (PREDICTION) to the previous snapshot's segments."""
-    database = config.storage.database
     clusters = sorted(sizes)
     if previous is None:
         return match_segments(clusters, sizes, {}, [], 1.0, 0, "first run"), None, {}
@@ -185,7 +184,6 @@ def _match_to_previous(
     overlap = contingency(common, PREDICTION, "segment_id")
     shared = sum(overlap.values())
     ari = adjusted_rand_index(overlap) if shared else None
-    settings = config.cluster.identity
     # Members decide when enough customers are in both snapshots: the smaller population's share.
     previous_customers = sum(row["segment_size"] for row in previous_catalog)
     if shared and shared >= settings.min_common_share * min(sum(sizes.values()), previous_customers):
@@ -302,13 +300,25 @@ def _describe(
 ) -> _Description:
     """Match the clusters to the previous run's segments, profile and name them."""
     snapshot, database = config.features.snapshot_date, config.storage.database
-    metadata = load_feature_metadata(spark, artifacts, model_preprocessing_version(spark, artifacts, fit.version))
+    metadata = load_feature_metadata(
+        spark, artifacts, model_preprocessing_version(spark, artifacts, fit.version)
+    )
     feature_names = metadata.numeric_features
-    features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot).select("customer_id", *feature_names)
+    features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot).select(
+        "customer_id", *feature_names
+    )
     members = fit.clustered.join(features, "customer_id")
     previous = previous_run(warehouse, database, snapshot)
     matching, ari, old_names = _match_to_previous(
-        warehouse, config, fit.clustered, fit.sizes, members, feature_names, previous, snapshot
+        warehouse,
+        database,
+        config.cluster.identity,
+        fit.clustered,
+        fit.sizes,
+        members,
+        feature_names,
+        previous,
+        snapshot,
     )
     labelled = members.withColumn("segment_id", literal_map(matching.segment_of)[F.col(PREDICTION)]).drop(
         PREDICTION

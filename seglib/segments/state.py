@@ -69,7 +69,9 @@ def save_state(
     spark: SparkSession, artifacts: Artifacts, state: SegmentationState, model: ClusteringModel
 ) -> None:
     model.write().overwrite().save(artifacts.segmentation_model(state.model_version, state.snapshot))
-    HadoopFiles(spark).write_text(artifacts.segmentation_state(state.model_version, state.snapshot), state.to_json())
+    HadoopFiles(spark).write_text(
+        artifacts.segmentation_state(state.model_version, state.snapshot), state.to_json()
+    )
 
 
 def load_state(

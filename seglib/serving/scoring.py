@@ -39,6 +39,7 @@ from seglib.serving.drift import DRIFT_SCHEMA, DriftReport, drift_rows, measure_
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class ScoreResult:
     snapshot: dt.date
@@ -157,7 +158,9 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
         F.col("model_version") == F.lit(version)
     )
     counts = segment_counts(current)
-    current_bins = bin_shares(warehouse.read_snapshot(database, FEATURES_TABLE, snapshot), state.feature_edges)
+    current_bins = bin_shares(
+        warehouse.read_snapshot(database, FEATURES_TABLE, snapshot), state.feature_edges
+    )
     report = measure_drift(state, counts, current_bins, config.score.drift)
     record = spark.createDataFrame(drift_rows(report, config.score.drift), DRIFT_SCHEMA).select(
         "*",

@@ -28,10 +28,7 @@ from seglib.platform.warehouse import Warehouse
 log = logging.getLogger(__name__)
 
 
-
 _HASH_RANGE = 1 << 30
-
-
 
 
 def uniform(seed: int, salt: str, *keys: Column) -> Column:
@@ -520,7 +517,9 @@ def _write_transactions(people: DataFrame, warehouse: Warehouse, config: SeglibC
     domain = _domain(settings)
     transactions = generate_transactions(people, settings.seed, settings.end_date, domain)
     if settings.dirty_rate > 0:
-        transactions = inject_transaction_problems(transactions, settings.seed, settings.dirty_rate, settings.end_date)
+        transactions = inject_transaction_problems(
+            transactions, settings.seed, settings.dirty_rate, settings.end_date
+        )
     tx_config = inputs.transactions
     tx_dates = {"timestamp": tx_config.timestamp_format} if tx_config.source.format == "csv" else {}
     write_source(
@@ -565,6 +564,8 @@ def _write_events(
     events = generate_events(people, settings.seed, settings.end_date, domain, kind_names)
     if settings.dirty_rate > 0:
         events = inject_event_problems(events, settings.seed, settings.dirty_rate, settings.end_date)
-    event_dates = {"timestamp": events_config.timestamp_format} if events_config.source.format == "csv" else {}
+    event_dates = (
+        {"timestamp": events_config.timestamp_format} if events_config.source.format == "csv" else {}
+    )
     written = _as_source_columns(events, mapped_columns(events_config), [], event_dates)
     write_source(written, warehouse, events_config.source, config.input.database)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import get_args
 
-from seglib.contract.artifacts import MODEL_VERSION_PREFIXES
 from seglib.contract.config import PIPELINE_ORDER, ClusterConfig, Stage, TrainConfig
 from seglib.pipeline import STAGES
 from seglib.representation.launchers import LAUNCHERS
@@ -23,8 +22,8 @@ def test_clustering_algorithms_in_the_config_are_the_registry():
 
 def test_model_kinds_in_the_config_are_the_registry_with_a_version_prefix_each():
     assert literal_values(TrainConfig, "model") == set(MODEL_KINDS) == set(get_args(ModelKindName))
-    assert set(MODEL_VERSION_PREFIXES) == set(MODEL_KINDS)
-    assert len(set(MODEL_VERSION_PREFIXES.values())) == len(MODEL_VERSION_PREFIXES)
+    prefixes = [entry.version_prefix for entry in MODEL_KINDS.values()]
+    assert len(set(prefixes)) == len(prefixes) and all(prefix.isalnum() for prefix in prefixes)
 
 
 def test_launchers_and_stages_in_the_config_are_the_registries():

@@ -566,9 +566,11 @@ def test_a_refit_leaves_earlier_models_on_their_own_preprocessing_and_rescoring_
     config, _, _ = pipeline_run
     database = config.storage.database
     first = config.features.snapshot_date
-    model = spark.table(f"{database}.segmentation_runs").where(f"snapshot_date = DATE'{first}'").first()[
-        "model_version"
-    ]
+    model = (
+        spark.table(f"{database}.segmentation_runs")
+        .where(f"snapshot_date = DATE'{first}'")
+        .first()["model_version"]
+    )
     original = model_preprocessing_version(spark, Artifacts.from_config(config), model)
     refit = config.model_copy(
         update={
@@ -581,7 +583,9 @@ def test_a_refit_leaves_earlier_models_on_their_own_preprocessing_and_rescoring_
     refitted = current_preprocessing_version(spark, Artifacts.from_config(config))
     assert refitted != original
     assert len(load_feature_metadata(spark, Artifacts.from_config(config), refitted).categories) == 3
-    assert len(load_feature_metadata(spark, Artifacts.from_config(config), original).categories) > 3  # kept as it was
+    assert (
+        len(load_feature_metadata(spark, Artifacts.from_config(config), original).categories) > 3
+    )  # kept as it was
     with pytest.raises(InputDataError, match=f"expects features scaled by preprocessing version {original}"):
         embed(spark, refit, model_version=model)
 
@@ -595,8 +599,12 @@ def test_a_refit_leaves_earlier_models_on_their_own_preprocessing_and_rescoring_
     result = score(spark, scoring)
     assert (result.model_version, result.segmentation_snapshot) == (model, first)
     scaled_by = spark.table(f"{database}.customer_features").where(f"snapshot_date = DATE'{third}'")
-    assert {row[0] for row in scaled_by.select(PREPROCESSING_VERSION_COLUMN).distinct().collect()} == {original}
-    assert current_preprocessing_version(spark, Artifacts.from_config(config)) == refitted  # scoring moved nothing
+    assert {row[0] for row in scaled_by.select(PREPROCESSING_VERSION_COLUMN).distinct().collect()} == {
+        original
+    }
+    assert (
+        current_preprocessing_version(spark, Artifacts.from_config(config)) == refitted
+    )  # scoring moved nothing
     assert latest_model_version(spark, Artifacts.from_config(config)) != ""  # the pointers are intact
 
     # Customers that leave the raw tables leave the rescored snapshot too.
@@ -609,7 +617,9 @@ def test_a_refit_leaves_earlier_models_on_their_own_preprocessing_and_rescoring_
     score(spark, shrunk)
 
     def ids(table):
-        rows = spark.table(f"{database}.{table}").where(f"snapshot_date = DATE'{third}'").select("customer_id")
+        rows = (
+            spark.table(f"{database}.{table}").where(f"snapshot_date = DATE'{third}'").select("customer_id")
+        )
         return sorted(row[0] for row in rows.collect())
 
     segmented = ids("customer_segments")
@@ -617,7 +627,9 @@ def test_a_refit_leaves_earlier_models_on_their_own_preprocessing_and_rescoring_
     assert segmented and not [customer for customer in segmented if int(customer) % 10 == 0]
 
 
-def test_a_k_above_the_customers_is_refused_and_a_fixed_k_rerun_leaves_no_stale_candidates(spark, pipeline_run):
+def test_a_k_above_the_customers_is_refused_and_a_fixed_k_rerun_leaves_no_stale_candidates(
+    spark, pipeline_run
+):
     """Last in this module: it reclusters the first snapshot."""
     from seglib.cli import main
     from seglib.contract.errors import InputDataError
@@ -629,7 +641,10 @@ def test_a_k_above_the_customers_is_refused_and_a_fixed_k_rerun_leaves_no_stale_
     first, tiny = config.features.snapshot_date, dt.date(2025, 11, 30)
     # A snapshot of ten customers: copies of the first snapshot's rows (same model, same features).
     warehouse = Warehouse.from_config(spark, config)
-    ten = [row[0] for row in spark.table(f"{database}.customer_embeddings").select("customer_id").limit(10).collect()]
+    ten = [
+        row[0]
+        for row in spark.table(f"{database}.customer_embeddings").select("customer_id").limit(10).collect()
+    ]
     for table in ("customer_features", "customer_embeddings"):
         rows = spark.table(f"{database}.{table}").where(f"snapshot_date = DATE'{first}'")
         rows = rows.where(F.col("customer_id").isin(ten)).withColumn("snapshot_date", F.lit(tiny))
@@ -640,7 +655,9 @@ def test_a_k_above_the_customers_is_refused_and_a_fixed_k_rerun_leaves_no_stale_
             "cluster": config.cluster.model_copy(update={"k": 20}),
         }
     )
-    with pytest.raises(InputDataError, match=r"holds 10 customers .* fewer than the 20 segments that cluster\.k"):
+    with pytest.raises(
+        InputDataError, match=r"holds 10 customers .* fewer than the 20 segments that cluster\.k"
+    ):
         cluster(spark, too_many)
     # As a user meets it: a message and exit status 2, not a traceback.
     overrides = suite_overrides(root, database, "cluster.k=20", f"features.snapshot_date={tiny}")

@@ -50,7 +50,9 @@ BARE_COLUMNS = (
 
 
 def one_real_row(spark):
-    return spark.createDataFrame([("real-card", "2025-06-01 10:00:00", 12.5)], "card string, bought string, total double")
+    return spark.createDataFrame(
+        [("real-card", "2025-06-01 10:00:00", 12.5)], "card string, bought string, total double"
+    )
 
 
 def snapshot_rows(spark, snapshot, values):
@@ -87,7 +89,13 @@ def test_generate_and_run_refuse_to_overwrite_real_input_and_exit_2(spark, tmp_p
 
     before = real_rows()
     overrides = suite_overrides(
-        tmp_path, name, source, BARE_COLUMNS, "input.customers=null", "input.events=null", "generate.customers=20"
+        tmp_path,
+        name,
+        source,
+        BARE_COLUMNS,
+        "input.customers=null",
+        "input.events=null",
+        "generate.customers=20",
     )
     for command in ("generate", "run"):
         assert main([command, *[part for value in overrides for part in ("--set", value)]]) == 2
@@ -134,10 +142,14 @@ def test_a_managed_table_of_the_same_name_is_never_written_or_dropped(spark, mak
     warehouse = Warehouse.from_config(spark, config)
     # spark.sql.warehouse.dir is storage.warehouse_dir: the managed table sits at seglib's own path.
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {database} LOCATION '{warehouse.root}/{database}.db'")
-    spark.sql(f"CREATE TABLE {database}.scores (customer_id long, value double, snapshot_date date) USING delta")
+    spark.sql(
+        f"CREATE TABLE {database}.scores (customer_id long, value double, snapshot_date date) USING delta"
+    )
     spark.sql(f"INSERT INTO {database}.scores VALUES (42, 4.2, DATE'{DAY_1}')")
     assert spark.catalog.getTable(f"{database}.scores").tableType == "MANAGED"
-    with pytest.raises(UnsafeWriteError, match=rf"{database}\.scores is already in the Spark catalog as a managed table"):
+    with pytest.raises(
+        UnsafeWriteError, match=rf"{database}\.scores is already in the Spark catalog as a managed table"
+    ):
         warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [1.0]), database, "scores", DAY_1)
     assert [tuple(row) for row in spark.table(f"{database}.scores").collect()] == [(42, 4.2, DAY_1)]
 
@@ -298,7 +310,9 @@ def test_non_finite_and_huge_values_outside_amount_are_quarantined(spark, make_c
          bad_number_reason("age"), bad_number_reason("attr_limit")]
     )  # fmt: skip
     assert sum(sum(counts.values()) for counts in result.input_counts.values()) == 8
-    rows = {row["customer_id"]: row["features"] for row in spark.table(f"{database}.{FEATURES_TABLE}").collect()}
+    rows = {
+        row["customer_id"]: row["features"] for row in spark.table(f"{database}.{FEATURES_TABLE}").collect()
+    }
     # c2 has no row left: both its purchases and its customer row were quarantined.
     assert sorted(rows) == ["c1", "c3"]
     assert all(math.isfinite(value) for vector in rows.values() for value in vector)
@@ -314,7 +328,9 @@ def test_a_table_whose_every_row_is_quarantined_stops_with_the_table_and_keeps_t
         BARE_COLUMNS, "input.customers=null", "input.events=null", "features.snapshot_date=2025-06-30",
         f"input.transactions.source={{format: csv, path: '{folder}'}}",
     )  # fmt: skip
-    with pytest.raises(InputDataError, match=rf"table csv:{folder} \(transactions\): every one of its 2 rows"):
+    with pytest.raises(
+        InputDataError, match=rf"table csv:{folder} \(transactions\): every one of its 2 rows"
+    ):
         features(spark, config)
     kept = spark.table(f"{config.storage.database}.quarantine").collect()
     assert sorted(row["reason"] for row in kept) == [BAD_AMOUNT, BAD_AMOUNT]
@@ -345,11 +361,15 @@ def test_two_jobs_writing_different_snapshots_of_one_table_both_succeed(spark, m
     def rewrite(snapshot: dt.date, value: float) -> None:
         try:
             for round_ in range(3):
-                warehouse.write_snapshot(snapshot_rows(spark, snapshot, [value + round_] * 3), database, "scores", snapshot)
+                warehouse.write_snapshot(
+                    snapshot_rows(spark, snapshot, [value + round_] * 3), database, "scores", snapshot
+                )
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=rewrite, args=(day, value)) for day, value in ((DAY_1, 10.0), (DAY_2, 20.0))]
+    threads = [
+        threading.Thread(target=rewrite, args=(day, value)) for day, value in ((DAY_1, 10.0), (DAY_2, 20.0))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -381,11 +401,19 @@ def test_a_score_merge_racing_a_snapshot_rewrite_both_commit(spark, make_config)
 
     merge = threading.Thread(
         target=run,
-        args=(lambda r: upsert_segments(warehouse, config.storage.database, snapshot_rows(spark, DAY_1, [5.0 + r]), DAY_1),),
+        args=(
+            lambda r: upsert_segments(
+                warehouse, config.storage.database, snapshot_rows(spark, DAY_1, [5.0 + r]), DAY_1
+            ),
+        ),
     )
     rewrite = threading.Thread(
         target=run,
-        args=(lambda r: warehouse.write_snapshot(snapshot_rows(spark, DAY_2, [7.0 + r] * 2), database, SEGMENTS_TABLE, DAY_2),),
+        args=(
+            lambda r: warehouse.write_snapshot(
+                snapshot_rows(spark, DAY_2, [7.0 + r] * 2), database, SEGMENTS_TABLE, DAY_2
+            ),
+        ),
     )
     merge.start(), rewrite.start()
     merge.join(), rewrite.join()
@@ -483,7 +511,11 @@ def test_a_source_column_with_a_backtick_is_read_and_kept_in_the_quarantine(spar
         "card string, bought string, total string, `odd``name` string",
     )
     canonical = canonical_frame(
-        frame, "shop.sales", "transactions", {"customer_id": "card", "timestamp": "bought", "amount": "total"}, None
+        frame,
+        "shop.sales",
+        "transactions",
+        {"customer_id": "card", "timestamp": "bought", "amount": "total"},
+        None,
     )
     result = validate_rows(canonical, "shop.sales", transaction_rules(canonical.columns, DAY_2), "timestamp")
     kept = {json.loads(row["row"])["odd`name"]: row["reason"] for row in result.rejected.collect()}
@@ -492,7 +524,11 @@ def test_a_source_column_with_a_backtick_is_read_and_kept_in_the_quarantine(spar
 
 def test_long_category_values_never_collide_after_truncation():
     long_value = "a" * 200
-    names = {slug_column("share", long_value), slug_column("share", long_value + "b"), slug_column("share", "A" * 200)}
+    names = {
+        slug_column("share", long_value),
+        slug_column("share", long_value + "b"),
+        slug_column("share", "A" * 200),
+    }
     assert len(names) == 3 and all(len(name) <= 128 for name in names)
     assert slug_column("share", "home") == "share_home"  # short plain names are unchanged
 
@@ -500,9 +536,19 @@ def test_long_category_values_never_collide_after_truncation():
 def test_seg_sql_is_read_only_unless_writes_are_allowed(spark, make_config, capsys):
     config = make_config()
     database = config.storage.database
-    Warehouse.from_config(spark, config).write_snapshot(snapshot_rows(spark, DAY_1, [1.0]), database, "scores", DAY_1)
-    common = ["--set", f"storage.warehouse_dir={config.storage.warehouse_dir}", "--set", f"storage.database={database}"]
-    for statement in (f"DROP TABLE {database}.scores", f"WITH x AS (SELECT 1) INSERT INTO {database}.scores SELECT 1, 2.0, current_date()"):
+    Warehouse.from_config(spark, config).write_snapshot(
+        snapshot_rows(spark, DAY_1, [1.0]), database, "scores", DAY_1
+    )
+    common = [
+        "--set",
+        f"storage.warehouse_dir={config.storage.warehouse_dir}",
+        "--set",
+        f"storage.database={database}",
+    ]
+    for statement in (
+        f"DROP TABLE {database}.scores",
+        f"WITH x AS (SELECT 1) INSERT INTO {database}.scores SELECT 1, 2.0, current_date()",
+    ):
         assert main(["sql", statement, *common]) == 2
         assert "seg sql runs queries only" in capsys.readouterr().err
         assert spark.table(f"{database}.scores").count() == 1
@@ -592,12 +638,18 @@ def test_a_refit_that_fails_half_way_leaves_the_previous_preprocessing_current(s
     assert fitted is not None
     # The refit's second table write will be refused: its folder no longer carries seglib's marker.
     database = config.storage.database
-    catalog_folder = Path(Warehouse.from_config(spark, config).location(database, "feature_catalog").removeprefix("file:"))
+    catalog_folder = Path(
+        Warehouse.from_config(spark, config).location(database, "feature_catalog").removeprefix("file:")
+    )
     (catalog_folder / MARKER).unlink()
     refit = config.model_copy(update={"features": config.features.model_copy(update={"refit": True})})
     with pytest.raises(UnsafeWriteError, match="feature_catalog"):
         features(spark, refit)
-    assert current_preprocessing_version(spark, Artifacts.from_config(config)) == fitted  # the new fit never became current
+    assert (
+        current_preprocessing_version(spark, Artifacts.from_config(config)) == fitted
+    )  # the new fit never became current
     # The snapshot's rows name the version that scaled them, so training on them stays consistent.
-    written = spark.table(f"{database}.{FEATURES_TABLE}").select(PREPROCESSING_VERSION_COLUMN).distinct().collect()
+    written = (
+        spark.table(f"{database}.{FEATURES_TABLE}").select(PREPROCESSING_VERSION_COLUMN).distinct().collect()
+    )
     assert len(written) == 1 and written[0][0] != fitted

@@ -161,7 +161,12 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its
     # loss scaling (what older GPUs get) runs here on CPUs too: the scaler's state must survive a resume.
     config = with_train(config, batch_size=4, epochs=24, patience=100, precision="float16")
     plan = plan_training(config, load_feature_metadata(spark, Artifacts.from_config(config)).dimension, 360)
-    location = checkpoint_location(Artifacts.from_config(config), config.features.snapshot_date, plan, load_feature_metadata(spark, Artifacts.from_config(config)).version)
+    location = checkpoint_location(
+        Artifacts.from_config(config),
+        config.features.snapshot_date,
+        plan,
+        load_feature_metadata(spark, Artifacts.from_config(config)).version,
+    )
     killed: list[str] = []
 
     def kill_rank_one_after_the_third_checkpoint():
@@ -187,7 +192,9 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its
     assert kept and all(name.startswith("epoch-") for name in kept)
     last_epoch = int(kept[-1].removeprefix("epoch-").removesuffix(".pt"))
     assert 3 <= last_epoch < 24
-    checkpoint = torch.load(io.BytesIO(FsspecFiles().read_bytes(join_uri(location, kept[-1]))), weights_only=True)
+    checkpoint = torch.load(
+        io.BytesIO(FsspecFiles().read_bytes(join_uri(location, kept[-1]))), weights_only=True
+    )
     assert checkpoint["scaler"]["scale"] > 0 and checkpoint["scaler"]["_growth_tracker"] > 0
 
     resumed = train(spark, config)

@@ -72,9 +72,13 @@ def test_a_new_algorithm_is_one_registry_entry(spark, tmp_path, monkeypatch):
     assert isinstance(loaded_model, KMeansModel) and loaded_state == state
     assigned = {row["customer_id"]: row for row in assign(vectors, loaded_model, loaded_state).collect()}
     customers = sorted(assigned)
-    assert adjusted_rand_score(
-        [planted[customer] for customer in customers], [assigned[customer]["segment_id"] for customer in customers]
-    ) == 1.0
+    assert (
+        adjusted_rand_score(
+            [planted[customer] for customer in customers],
+            [assigned[customer]["segment_id"] for customer in customers],
+        )
+        == 1.0
+    )
     assert {row["segment_name"] for row in assigned.values()} == {"first", "second", "third"}
     assert all(row["confidence_margin"] > 0.5 for row in assigned.values())
 
