@@ -374,12 +374,18 @@ class MlflowConfig(_Strict):
     experiment: str = Field(default="seglib", min_length=1)
 
 
+# The names of the registries' entries (seglib.representation.models.MODEL_KINDS and
+# seglib.segments.algorithms.ALGORITHMS); tests/contract/test_registries.py keeps them equal.
+ModelKindName = Literal["autoencoder", "vae", "idec"]
+ClusteringAlgorithmName = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+
+
 class TrainConfig(_Strict):
     launcher: Literal["horovod", "torch_distributor"] = Field(
         default="horovod", description="horovod.spark.run, or Spark's TorchDistributor (torch.distributed)."
     )
     num_proc: int = Field(default=2, ge=1, description="Training processes (<= free Spark task slots).")
-    model: Literal["autoencoder", "vae", "idec"] = Field(
+    model: ModelKindName = Field(
         default="autoencoder", description="autoencoder, vae (variational) or idec (joint deep clustering)."
     )
     epochs: int = Field(
@@ -526,7 +532,7 @@ class SurrogateConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    algorithm: Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"] = "kmeans"
+    algorithm: ClusteringAlgorithmName = "kmeans"
     k: int | Literal["auto"] = Field(
         default="auto", description="Number of segments, or auto to choose it over cluster.selection's range."
     )

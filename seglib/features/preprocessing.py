@@ -129,6 +129,11 @@ class FeatureMetadata:
         return len(self.vector_slots)
 
     @property
+    def has_time_of_day(self) -> bool:
+        """Whether the pipeline was fitted with day-part features (not on a date-only log)."""
+        return any(name.startswith("daypart_") for name in self.feature_names)
+
+    @property
     def numeric_features(self) -> list[str]:
         """Features with a numeric raw value (everything but the one-hot categoricals)."""
         return [spec["name"] for spec in self.features if spec["transform"] != "one-hot"]

@@ -53,6 +53,8 @@ class FeatureSettings:
     session_gap_minutes: int = 30
     min_rate_support: int = 3
     timezone: str = "UTC"  # the zone whose midnight ends the snapshot day
+    # False for a date-only log: its day-part shares would all read "night" and say nothing.
+    time_of_day: bool = True
 
     @property
     def cutoff(self) -> dt.datetime:

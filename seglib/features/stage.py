@@ -71,7 +71,9 @@ class FeaturesResult:
         return "\n".join(lines)
 
 
-def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) -> FeatureSettings:
+def _settings(
+    config: SeglibConfig, categories: list[str], channels: list[str], time_of_day: bool
+) -> FeatureSettings:
     events: EventsInput | None = config.input.events
     return FeatureSettings(
         snapshot=config.features.snapshot_date,
@@ -84,6 +86,7 @@ def _settings(config: SeglibConfig, categories: list[str], channels: list[str]) 
         session_gap_minutes=events.session_gap_minutes if events else 30,
         min_rate_support=config.features.min_rate_support,
         timezone=config.features.timezone,
+        time_of_day=time_of_day,
     )
 
 
@@ -136,7 +139,16 @@ def _compute_features(
     saved = load_feature_metadata(spark, artifacts, version) if version is not None else None
     categories, channels = _vocabulary(inputs, config, saved)
     raw, feature_set = build_features(
-        inputs.transactions, inputs.customers, inputs.events, _settings(config, categories, channels)
+        inputs.transactions,
+        inputs.customers,
+        inputs.events,
+        # A saved pipeline keeps its own choice, so later snapshots give the features it was fitted on.
+        _settings(
+            config,
+            categories,
+            channels,
+            saved.has_time_of_day if saved is not None else inputs.transactions_have_time_of_day,
+        ),
     )
     if saved is not None:
         _require_same_features(saved, feature_set, list(config.features.windows_days))

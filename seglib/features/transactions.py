@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # Transactions
 
 
+def _dayparts(settings: FeatureSettings) -> tuple[tuple[str, int, int], ...]:
+    """The day parts with a share feature: none when the log has dates only."""
+    return DAYPARTS if settings.time_of_day else ()
+
+
 def transaction_feature_specs(columns: list[str], settings: FeatureSettings) -> list[FeatureSpec]:
     """The transaction features that the mapped columns allow, in output order."""
     spec = spec_maker("transactions")
@@ -60,7 +65,7 @@ def transaction_feature_specs(columns: list[str], settings: FeatureSettings) -> 
         spec("weekend_share", "timing", "scale", "zero", "purchases on Saturday or Sunday"),
         *[
             spec(f"daypart_{name}_share", "timing", "scale", "zero", f"purchases between {start}:00 and {end}:00")
-            for name, start, end in DAYPARTS
+            for name, start, end in _dayparts(settings)
         ],
     ]  # fmt: skip
     unit = "units" if "quantity" in columns else "lines"
@@ -162,7 +167,7 @@ def _basket_aggregates(columns: list[str], settings: FeatureSettings) -> list[Co
             count_if(purchase & (F.hour("timestamp") >= start) & (F.hour("timestamp") < end)).alias(
                 f"_{name}"
             )
-            for name, start, end in DAYPARTS
+            for name, start, end in _dayparts(settings)
         ],
         sum_if(purchase & (age < settings.trend_window_days), amount).alias("_recent"),
         sum_if(
@@ -232,7 +237,7 @@ def _output_columns(columns: list[str], settings: FeatureSettings) -> dict[str, 
     output["spend_trend"] = safe_ratio(recent - previous_spend, recent + previous_spend)
     output["return_rate"] = safe_ratio(F.col("_returns"), purchases + F.col("_returns"))
     output["weekend_share"] = safe_ratio(F.col("_weekend"), purchases)
-    for name, _, _ in DAYPARTS:
+    for name, _, _ in _dayparts(settings):
         output[f"daypart_{name}_share"] = safe_ratio(F.col(f"_{name}"), purchases)
     units = F.col("_units") if "quantity" in columns else purchases
     output["basket_size"] = safe_ratio(units, frequency)

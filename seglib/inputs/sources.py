@@ -253,6 +253,7 @@ class InputTables:
     rejected: DataFrame
     counts: dict[str, dict[str, int]]
     transactions_label: str = ""  # the key of the transactions table in `counts`
+    transactions_have_time_of_day: bool = True  # False for a date-only log
 
 
 def _attribute_kinds(customers: CustomersInput) -> dict[str, Kind]:
@@ -353,4 +354,5 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
         rejected=rejected,
         counts={table.name: table.counts for table in validated.values()},
         transactions_label=validated["transactions"].name,
+        transactions_have_time_of_day=validated["transactions"].has_time_of_day,
     )

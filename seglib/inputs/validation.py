@@ -58,6 +58,8 @@ class ValidatedTable:
     # the Python process's local zone, which need not be the business's.
     first_day: dt.date | None = None
     last_day: dt.date | None = None
+    # Whether any timestamp has a time of day; a date-only log (every row at midnight) has none.
+    has_time_of_day: bool = True
 
     @property
     def input_rows(self) -> int:
@@ -163,6 +165,7 @@ def validate_rows(
             F.max(time_column).alias("_last"),
             F.to_date(F.min(time_column)).alias("_first_day"),
             F.to_date(F.max(time_column)).alias("_last_day"),
+            F.max((F.col(time_column) != F.date_trunc("day", time_column)).cast("int")).alias("_timed"),
         ]
         if time_column
         else []
@@ -196,4 +199,5 @@ def validate_rows(
         last_ts=max(lasts) if lasts else None,
         first_day=min(first_days) if first_days else None,
         last_day=max(last_days) if last_days else None,
+        has_time_of_day=not time_column or any(row["_timed"] for row in tally if row["_timed"] is not None),
     )

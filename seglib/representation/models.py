@@ -7,7 +7,7 @@ it depends on torch alone.
   KL self-training loss of Guo et al. (2017) while keeping the reconstruction loss.
 
 A new model kind is a `RepresentationModel` subclass (its `encode` and `training_loss`), one entry in
-`MODEL_KINDS` (module, version prefix, training phases) and its name in `TrainConfig.model`.
+`MODEL_KINDS` (module, version prefix, training phases) and its name in `seglib.contract.config.ModelKindName`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-ModelKindName = Literal["autoencoder", "vae", "idec"]
+from seglib.contract.config import ModelKindName
+
 Phase = Literal["pretrain", "idec"]
 Activation = Literal["gelu", "relu", "tanh", "elu"]
 

@@ -20,8 +20,11 @@ from seglib.contract.config import SeglibConfig, TrainConfig
 from seglib.contract.errors import ConfigError, TrainingError
 from seglib.contract.tables import FEATURE_VECTOR_COLUMN, FEATURES_TABLE
 from seglib.contract.uris import join_uri, mask_credentials
-from seglib.features.preprocessing import FeatureMetadata, snapshot_preprocessing_version
-from seglib.features.stage import load_feature_metadata
+from seglib.features.preprocessing import (
+    FeatureMetadata,
+    load_feature_metadata,
+    snapshot_preprocessing_version,
+)
 from seglib.platform.files import FsspecFiles
 from seglib.platform.warehouse import Warehouse
 from seglib.representation.launchers import LAUNCHERS, raise_rank_failures

@@ -1,6 +1,7 @@
 """Clustering algorithms (the `ALGORITHMS` registry), fitting, and per-customer assignment columns.
 
-A new algorithm is one `ClusteringAlgorithm` entry here plus its name in `ClusterConfig.algorithm`.
+A new algorithm is one `ClusteringAlgorithm` entry here plus its name in
+`seglib.contract.config.ClusteringAlgorithmName`.
 
 Every customer is clustered and assigned by Spark jobs. The driver holds bounded samples only: the
 k-means seeding and the k selection run on at most `SEEDING_ROWS` and `cluster.selection.sample_rows`

@@ -39,7 +39,7 @@ from seglib.contract.tables import (
     SELECTION_TABLE,
     SNAPSHOT_COLUMN,
 )
-from seglib.features.stage import load_feature_metadata
+from seglib.features.preprocessing import load_feature_metadata
 from seglib.platform.warehouse import Warehouse
 from seglib.representation.model_store import model_preprocessing_version
 from seglib.segments.algorithms import (

@@ -33,8 +33,7 @@ from seglib.platform.warehouse import Warehouse, retry_concurrent_commits
 from seglib.representation.embedding import embed
 from seglib.representation.model_store import model_preprocessing_version
 from seglib.segments.reference import bin_shares
-from seglib.segments.stage import assign, embedding_vectors, segment_counts
-from seglib.segments.state import load_state
+from seglib.segments.state import assign, embedding_vectors, load_state, segment_counts
 from seglib.serving.drift import DRIFT_SCHEMA, DriftReport, drift_rows, measure_drift
 
 log = logging.getLogger(__name__)

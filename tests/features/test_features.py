@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 
@@ -190,6 +191,29 @@ def test_a_bare_purchase_log_gives_rfm_timing_and_baskets_only(spark):
     assert result["basket_size"] == 2.0  # two lines in the one basket
     assert result["monetary_total"] == 10.0
     assert result["return_rate"] == pytest.approx(1 / 3)
+
+
+def test_a_date_only_log_has_no_day_part_features_and_keeps_its_weekdays(spark):
+    from seglib.inputs.validation import transaction_rules, validate_rows
+
+    dates = spark.createDataFrame(
+        [("a", ts("2025-06-07 00:00:00"), 10.0), ("a", ts("2025-06-10 00:00:00"), 4.0)],
+        "customer_id string, timestamp timestamp, amount double",
+    )
+    timed = dates.union(spark.createDataFrame([("b", ts("2025-06-11 18:30:00"), 2.0)], dates.schema))
+    rules = transaction_rules(dates.columns, SNAPSHOT)
+    assert validate_rows(dates, "shop.days", rules, "timestamp").has_time_of_day is False
+    assert validate_rows(timed, "shop.lines", rules, "timestamp").has_time_of_day is True
+
+    date_only = dataclasses.replace(SETTINGS, time_of_day=False)
+    specs = [spec.name for spec in transaction_feature_specs(dates.columns, date_only)]
+    assert not any(name.startswith("daypart_") for name in specs)
+    assert {spec.name for spec in transaction_feature_specs(dates.columns, SETTINGS)} - set(specs) == {
+        "daypart_night_share", "daypart_morning_share", "daypart_afternoon_share", "daypart_evening_share"
+    }  # fmt: skip
+    result = transaction_features(dates, date_only).first().asDict()
+    assert list(result) == ["customer_id", *specs]
+    assert result["weekend_share"] == 0.5  # 2025-06-07 is a Saturday
 
 
 EVENTS_SCHEMA = "customer_id string, timestamp timestamp, session_id string, event_type string"

@@ -165,6 +165,18 @@ def test_names_follow_the_built_in_rules():
     assert all(name.action for name in names.values())
 
 
+def test_customers_without_a_purchase_are_prospects_not_lapsing_buyers():
+    """Never-buyers carry the recency cap, which alone would read as 'long since the last purchase'."""
+    profiles = {
+        0: profile(0, 0.3, has_purchases=-2.5, recency_days=2.2, frequency=-0.9, monetary_total=-0.2),
+        1: profile(1, 0.7, has_purchases=0.4, recency_days=-0.6, frequency=0.3),
+    }
+    names = name_segments(profiles, load_naming_rules(None))
+    assert names[0].name == "Prospects without a purchase" and names[0].rule == "prospects"
+    assert "win-back" in names[0].action
+    assert names[1].name != "Prospects without a purchase"
+
+
 def test_custom_rules_file_names_segments_and_a_broken_one_is_refused(tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text(
