@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.functions import array_to_vector
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -230,7 +231,7 @@ def baselines(features: DataFrame, k: int, seed: int) -> DataFrame:
     seglib's scaled features."""
     rfm = features.select(
         "customer_id",
-        FEATURE_VECTOR_COLUMN,
+        array_to_vector(F.col(FEATURE_VECTOR_COLUMN)).alias(FEATURE_VECTOR_COLUMN),
         F.log1p(F.col("recency_days")).alias("r"),
         F.log1p(F.col("frequency")).alias("f"),
         F.log1p(F.greatest(F.col("monetary_total"), F.lit(0.0))).alias("m"),
@@ -252,7 +253,7 @@ def baselines(features: DataFrame, k: int, seed: int) -> DataFrame:
     scored = scaled.withColumn("_score", quintile("r", True) + quintile("f", False) + quintile("m", False))
     tier_edges = sorted(set(scored.approxQuantile("_score", [i / k for i in range(1, k)], 0.001)))
     tier = F.lit(0) + sum((F.col("_score") > edge).cast("int") for edge in tier_edges)
-    tiers = rfm_model.transform(scaled).select(
+    tiers = rfm_model.transform(scored).select(
         "customer_id", FEATURE_VECTOR_COLUMN, F.col(PREDICTION).alias("rfm_kmeans"), tier.alias("rfm_tiers")
     )
     return feature_model.transform(tiers).select(
@@ -386,6 +387,11 @@ def main() -> None:
     parser.add_argument("--logs", default="cdnow,complete_journey")
     parser.add_argument("--seeds", type=int, default=2, help="full runs per log; 2 measures their agreement")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="score the segmentations already in --workdir, run nothing",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     configure_logging(False)
@@ -399,12 +405,12 @@ def main() -> None:
             log_config(log, workdir, inputs, args.overrides, seed) for seed in range(1, args.seeds + 1)
         ]
         spark = spark or open_session(configs[0])
-        reports = [run_pipeline(spark, config) for config in configs]
+        reports = [run_pipeline(spark, config) for config in configs] if not args.evaluate_only else []
         scores = evaluate(spark, log, configs[0], inputs)
         print(f"\n{name}: {int(scores['customers'])} customers, seglib chose k={int(scores['k'])}")
-        print(
-            "  stage wall times: " + "  ".join(f"{s} {v:.0f}s" for s, v in reports[0].stage_seconds.items())
-        )
+        for seed, report in enumerate(reports, start=1):
+            times = "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in report.stage_seconds.items())
+            print(f"  stage wall times (seed {seed}): {times}")
         print(describe_segments(spark, configs[0]))
         print(f"  {'eta squared':<13}" + "".join(f"{label:>15}" for label in METHODS))
         for facet in (*FACETS, "mean"):

@@ -43,6 +43,7 @@ from seglib.features.preprocessing import (
 from seglib.features.spec import FeatureSet, FeatureSettings
 from seglib.features.transactions import top_values_of
 from seglib.inputs.sources import InputTables, read_inputs
+from seglib.inputs.validation import outside_window_rows, quarantined_rows
 from seglib.platform.files import HadoopFiles
 from seglib.platform.session import session_time_zone
 from seglib.platform.warehouse import Warehouse
@@ -64,9 +65,9 @@ class FeaturesResult:
         lines = [f"wrote customer_features: {self.customers} customers, {self.dimension} model inputs"]
         for table, counts in self.input_counts.items():
             total = sum(counts.values())
-            quarantined = total - counts["accepted"]
             lines.append(
-                f"  {table}: {total} rows = {counts['accepted']} accepted + {quarantined} quarantined"
+                f"  {table}: {total} rows = {counts['accepted']} accepted + {outside_window_rows(counts)} after "
+                f"the snapshot + {quarantined_rows(counts)} quarantined"
             )
         return "\n".join(lines)
 
@@ -98,9 +99,10 @@ def require_accepted_transactions(inputs: InputTables) -> None:
                 f"{count} {reason}" for reason, count in counts.items() if reason != "accepted"
             )
             raise InputDataError(
-                f"table {table} (transactions): every one of its {sum(counts.values())} rows was quarantined "
-                f"({reasons}); see the quarantine table for the rows. Check the column mapping in "
-                "input.transactions.columns, input.transactions.timestamp_format and features.snapshot_date"
+                f"table {table} (transactions): not one of its {sum(counts.values())} rows was accepted "
+                f"({reasons}); the quarantine table holds the rows with a defect, rows after the snapshot "
+                "belong to later snapshots. Check the column mapping in input.transactions.columns, "
+                "input.transactions.timestamp_format and features.snapshot_date"
             )
 
 

@@ -1,9 +1,10 @@
 """Row-level checks on the raw tables: bad rows are set aside with a reason, never silently dropped.
 
 Rules run on the canonical columns (see `seglib.inputs`); a rejected row is kept as the original
-source row, as JSON, so a user sees exactly what their table held. Every input row ends up either
-accepted or in the `quarantine` table, and the counts per table and reason are logged, so that
-input rows = accepted + quarantined.
+source row, as JSON, so a user sees exactly what their table held. Rows dated after the snapshot are
+no defect: they belong to later snapshots, so they are counted as outside the window and not
+quarantined. Every input row ends up accepted, outside the window or in the `quarantine` table, and
+the counts per table and reason are logged, so that input rows = accepted + outside + quarantined.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ AFTER_SNAPSHOT = "timestamp after the snapshot"
 SIGNUP_AFTER_SNAPSHOT = "signup_date after the snapshot"
 DUPLICATE_TRANSACTION = "duplicate transaction_id"
 DUPLICATE_CUSTOMER = "duplicate customer_id"
+# Reasons that set a row aside without quarantining it: it belongs to a later snapshot.
+OUTSIDE_WINDOW = frozenset({AFTER_SNAPSHOT, SIGNUP_AFTER_SNAPSHOT})
 # No real amount, quantity, discount, age or attribute comes near this; with every value below it, no
 # sum over a table's rows can overflow a double.
 MAX_MAGNITUDE = 1e15
@@ -64,6 +67,22 @@ class ValidatedTable:
     @property
     def input_rows(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def outside_window(self) -> int:
+        return outside_window_rows(self.counts)
+
+
+def outside_window_rows(counts: dict[str, int]) -> int:
+    """Rows of later snapshots among a table's counts."""
+    return sum(count for reason, count in counts.items() if reason in OUTSIDE_WINDOW)
+
+
+def quarantined_rows(counts: dict[str, int]) -> int:
+    """Rows with a defect among a table's counts (the rows its quarantine holds)."""
+    return sum(
+        count for reason, count in counts.items() if reason != "accepted" and reason not in OUTSIDE_WINDOW
+    )
 
 
 def is_not_finite(column: Column) -> Column:
@@ -140,7 +159,8 @@ def _rejected_rows(labelled: DataFrame, columns: list[str], name: str) -> DataFr
         if SOURCE_ROW in columns
         else F.struct(*[F.col(quote_identifier(c)) for c in columns])
     )
-    return labelled.where(F.col(_REASON).isNotNull()).select(
+    defect = F.col(_REASON).isNotNull() & ~F.col(_REASON).isin(*sorted(OUTSIDE_WINDOW))
+    return labelled.where(defect).select(
         F.lit(name).alias("source_table"),
         F.col(_REASON).alias("reason"),
         F.to_json(source).alias("row"),
@@ -182,14 +202,19 @@ def validate_rows(
     )
     rejected = _rejected_rows(labelled, df.columns, name)
     accepted = labelled.where(F.col(_REASON).isNull()).drop(_REASON, SOURCE_ROW)
-    problems = {reason: count for reason, count in counts.items() if reason != "accepted"}
+    problems = {
+        reason: count
+        for reason, count in counts.items()
+        if reason != "accepted" and reason not in OUTSIDE_WINDOW
+    }
+    summary = (
+        f"{name}: {sum(counts.values())} input rows = {counts['accepted']} accepted + "
+        f"{outside_window_rows(counts)} after the snapshot (outside its window) + {sum(problems.values())} quarantined"
+    )
     if problems:
-        log.warning(
-            "%s: %d input rows = %d accepted + %d quarantined %s",
-            name, sum(counts.values()), counts["accepted"], sum(problems.values()), problems,
-        )  # fmt: skip
+        log.warning("%s %s", summary, problems)
     else:
-        log.info("%s: all %d input rows accepted", name, counts["accepted"])
+        log.info("%s", summary)
     return ValidatedTable(
         name=name,
         accepted=accepted,

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from seglib.contract.config import load_config
 from seglib.features.stage import features
+from seglib.inputs.validation import quarantined_rows
 from seglib.synthetic.generator import generate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -72,11 +73,11 @@ def test_template_generates_its_data_and_yields_its_features(spark, tmp_path, na
     specs = result.metadata.features
     assert families <= {spec["family"] for spec in specs}
     assert names <= {spec["name"] for spec in specs}
-    # input rows = accepted + quarantined, per table, and the quarantine holds exactly the rejects
+    # input rows = accepted + after the snapshot + quarantined, per table; the quarantine holds the defects
     assert sum(sum(counts.values()) for counts in result.input_counts.values()) == (
         generated.transactions + generated.customers + generated.events
     )
-    quarantined = sum(sum(counts.values()) - counts["accepted"] for counts in result.input_counts.values())
+    quarantined = sum(quarantined_rows(counts) for counts in result.input_counts.values())
     assert spark.table(f"{config.storage.database}.quarantine").count() == quarantined > 0
     table = spark.table(f"{config.storage.database}.customer_features")
     assert table.count() == result.customers > 100

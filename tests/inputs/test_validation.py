@@ -60,7 +60,11 @@ def test_each_bad_row_is_rejected_with_its_reason_and_kept_as_it_was(spark):
         DUPLICATE_TRANSACTION: 1,
         AFTER_SNAPSHOT: 1,
     }
-    assert result.input_rows == 10 == result.accepted.count() + result.rejected.count()
+    # The row after the snapshot is outside the window: counted, neither accepted nor quarantined.
+    assert result.outside_window == 1
+    assert (
+        result.input_rows == 10 == result.accepted.count() + result.rejected.count() + result.outside_window
+    )
     accepted = {row["transaction_id"]: row for row in result.accepted.collect()}
     assert sorted(accepted) == ["t1", "t7", "t9"]
     assert accepted["t7"]["amount"] == -5.0  # the first t7 is kept
@@ -73,11 +77,10 @@ def test_each_bad_row_is_rejected_with_its_reason_and_kept_as_it_was(spark):
         "t5": BAD_AMOUNT,
         "t6": BAD_AMOUNT,
         "t7": DUPLICATE_TRANSACTION,
-        "t8": AFTER_SNAPSHOT,
     }
     # the quarantined row is the source row under the user's column names
-    original = json.loads(result.rejected.where("reason = 'timestamp after the snapshot'").first()["row"])
-    assert original == {"txn": "t8", "cust": 2, "at": "2025-07-01T00:00:00.000Z", "total": 8.0}
+    original = json.loads(result.rejected.where("reason = 'duplicate transaction_id'").first()["row"])
+    assert original == {"txn": "t7", "cust": 2, "at": "2025-06-01T13:00:00.000Z", "total": 8.0}
     assert result.first_ts == TS and result.last_ts == dt.datetime(2025, 7, 1, 0, 0, 0)
 
 
@@ -136,19 +139,21 @@ def test_features_stage_quarantines_bad_rows_counts_reconcile_and_rerun_replaces
         ("transactions", BAD_TIMESTAMP, 1),
         ("transactions", BAD_AMOUNT, 3),
         ("transactions", DUPLICATE_TRANSACTION, 1),
-        ("transactions", AFTER_SNAPSHOT, 1),
         ("customers", NULL_CUSTOMER, 1),
         ("events", BAD_TIMESTAMP, 1),
-        ("events", AFTER_SNAPSHOT, 1),
     }
     for table, counts in result.input_counts.items():
         source = spark.table(table).count()
         quarantined = sum(n for name, _, n in found if name == table.split(".")[1])
-        assert source == sum(counts.values()) == counts["accepted"] + quarantined, table
+        after = counts.get(AFTER_SNAPSHOT, 0)
+        assert after == (0 if table.endswith("customers") else 1), (
+            table
+        )  # later rows: counted, not quarantined
+        assert source == sum(counts.values()) == counts["accepted"] + after + quarantined, table
     rows = {row["customer_id"]: row for row in spark.table(f"{database}.customer_features").collect()}
     assert sorted(rows) == ["1", "2"]
     assert rows["1"]["monetary_total"] == 10.0 and rows["2"]["monetary_total"] == 3.0  # -5 + 8
-    assert spark.table(f"{database}.quarantine").where(F.col("snapshot_date") == SNAPSHOT).count() == 10
+    assert spark.table(f"{database}.quarantine").where(F.col("snapshot_date") == SNAPSHOT).count() == 8
 
 
 def test_describe_prints_the_feature_catalog_of_the_snapshot(spark, make_config, capsys):
