@@ -1,4 +1,4 @@
-"""The input contract: read the user's raw tables under their own column names, check them, validate rows.
+"""Reading the user's raw tables under their own column names: check them, validate rows.
 
 Config maps each role (customer id, timestamp, amount, ...) to the user's column. Reading a table
 yields a *canonical* frame whose columns are named after the roles and cast to one type per role,

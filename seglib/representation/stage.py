@@ -1,4 +1,5 @@
-"""Driver side of training: Petastorm converter, Horovod launch on Spark executors, model artefacts."""
+"""The `train` stage (driver side): the snapshot's scaled features through Petastorm converters to the
+ranks on Spark executors (Horovod by default), checkpoints, and the published model."""
 
 from __future__ import annotations
 
