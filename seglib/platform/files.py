@@ -24,7 +24,8 @@ from seglib.contract.uris import local_path
 
 
 class FileStore(Protocol):
-    """Whole small files by URI. Every write is atomic; listing skips temporary files."""
+    """Whole small files by URI. Every write is atomic; listing skips temporary files. The stores below
+    subclass it, so mypy refuses one that lacks a method without a body here; text is UTF-8 over the bytes."""
 
     def exists(self, uri: str) -> bool: ...
 
@@ -35,20 +36,6 @@ class FileStore(Protocol):
     def list_names(self, uri: str) -> list[str]: ...
 
     def delete(self, uri: str) -> None: ...
-
-    def read_text(self, uri: str) -> str: ...
-
-    def write_text(self, uri: str, text: str) -> None: ...
-
-
-class _TextFiles:
-    """Text files (UTF-8) on top of a store's whole-file bytes."""
-
-    def read_bytes(self, uri: str) -> bytes:
-        raise NotImplementedError
-
-    def write_bytes(self, uri: str, payload: bytes) -> None:
-        raise NotImplementedError
 
     def read_text(self, uri: str) -> str:
         return self.read_bytes(uri).decode("utf-8")
@@ -65,7 +52,7 @@ def _local_file(uri: str) -> Path | None:
         return None
 
 
-class HadoopFiles(_TextFiles):
+class HadoopFiles(FileStore):
     """Files through the session's Hadoop filesystems (the driver's store)."""
 
     def __init__(self, spark: SparkSession) -> None:
@@ -189,7 +176,7 @@ class HadoopFiles(_TextFiles):
         filesystem.delete(path, True)
 
 
-class FsspecFiles(_TextFiles):
+class FsspecFiles(FileStore):
     """Files through fsspec, for code without a Spark session (executors)."""
 
     @staticmethod

@@ -182,7 +182,7 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         data.plan.steps_per_epoch, data.plan.batch_size,
     )  # fmt: skip
     started = time.perf_counter()
-    chief, relayed = _run_ranks(spark, config, data, resume[1] if resume else None)
+    chief, relayed = _run_ranks(spark, config, artifacts, data, resume[1] if resume else None)
     # Once per epoch on the console: the ranks' live lines where the launcher relays them, else here.
     shown_live = config.train.progress and relayed
     for epoch in chief.history:
@@ -228,13 +228,13 @@ def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifac
 
 
 def _run_ranks(
-    spark: SparkSession, config: SeglibConfig, data: _TrainingData, resume: bytes | None
+    spark: SparkSession, config: SeglibConfig, artifacts: Artifacts, data: _TrainingData, resume: bytes | None
 ) -> tuple[RankResult, bool]:
     """Run the ranks through Petastorm converters; rank 0's result and whether rank output was relayed."""
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     settings = config.train
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, Artifacts.from_config(config).cache_dir)
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, artifacts.cache_dir)
     # Several files per rank so that every shard gets row groups (Petastorm shards by row group).
     train_converter = make_spark_converter(data.training.repartition(settings.num_proc * 4), dtype="float32")
     validation_converter = (

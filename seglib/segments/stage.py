@@ -56,7 +56,14 @@ from seglib.segments.naming import SegmentName, load_naming_rules, name_segments
 from seglib.segments.profiles import SegmentProfile, collect_profiles, segment_profiles
 from seglib.segments.reference import bin_shares, decile_edges
 from seglib.segments.selection import Selection, adjusted_rand_index, contingency, select_k
-from seglib.segments.state import SegmentationState, assign, embedding_vectors, save_state, segment_counts
+from seglib.segments.state import (
+    SegmentationState,
+    assign,
+    embedding_vectors,
+    run_columns,
+    save_state,
+    segment_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +248,8 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     artifacts = Artifacts.from_config(config)
     fit = _fit(warehouse, config)
     described = _describe(spark, warehouse, artifacts, config, fit)
-    stamp = [F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(fit.version).alias("model_version")]
-    state, counts = _write_segments(spark, warehouse, artifacts, config, fit, described)
+    stamp = run_columns(snapshot, fit.version)
+    state, counts = _write_segments(spark, warehouse, artifacts, config, fit, described, stamp)
     _write_profiles(warehouse, database, snapshot, described.profiles, state, stamp)
     medians = {
         row["feature"]: row["population_median"]
@@ -338,6 +345,7 @@ def _write_segments(
     config: SeglibConfig,
     fit: _Fit,
     described: _Description,
+    stamp: list[Column],
 ) -> tuple[SegmentationState, dict[int, int]]:
     """Assign every customer, write customer_segments, then save the state with its reference distributions
     (segment shares and feature deciles, what `seg score` measures drift against)."""
@@ -355,7 +363,6 @@ def _write_segments(
         feature_edges={},
         feature_shares={},
     )
-    stamp = [F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(fit.version).alias("model_version")]
     warehouse.write_snapshot(
         assign(fit.vectors, fit.model, state).select("*", *stamp), database, SEGMENTS_TABLE, snapshot
     )
@@ -553,7 +560,7 @@ def _write_catalog(
         "previous_similarity double, is_new boolean",
     )
     warehouse.write_snapshot(
-        frame.select("*", F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")),
+        frame.select("*", *run_columns(snapshot, version)),
         database,
         SEGMENT_CATALOG_TABLE,
         snapshot,

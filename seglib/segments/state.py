@@ -9,12 +9,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts
 from seglib.contract.errors import InputDataError
-from seglib.contract.tables import EMBEDDING_COLUMN, ERROR_COLUMN, NOVEL_SEGMENT_ID, NOVEL_SEGMENT_NAME
+from seglib.contract.tables import (
+    EMBEDDING_COLUMN,
+    ERROR_COLUMN,
+    NOVEL_SEGMENT_ID,
+    NOVEL_SEGMENT_NAME,
+    SNAPSHOT_COLUMN,
+)
 from seglib.platform.files import HadoopFiles
 from seglib.segments.algorithms import (
     PREDICTION,
@@ -63,6 +69,11 @@ class SegmentationState:
             feature_edges=data["feature_edges"],
             feature_shares={name: ints(shares) for name, shares in data["feature_shares"].items()},
         )
+
+
+def run_columns(snapshot: dt.date, model_version: str) -> list[Column]:
+    """The snapshot and model version that stamp every row a segmentation run writes."""
+    return [F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(model_version).alias("model_version")]
 
 
 def save_state(

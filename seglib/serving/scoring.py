@@ -33,7 +33,7 @@ from seglib.platform.warehouse import Warehouse, retry_concurrent_commits
 from seglib.representation.embedding import embed
 from seglib.representation.model_store import model_preprocessing_version
 from seglib.segments.reference import bin_shares
-from seglib.segments.state import assign, embedding_vectors, load_state, segment_counts
+from seglib.segments.state import assign, embedding_vectors, load_state, run_columns, segment_counts
 from seglib.serving.drift import DRIFT_SCHEMA, DriftReport, drift_rows, measure_drift
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,7 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     features(spark, config, preprocessing_version=model_preprocessing_version(spark, artifacts, version))
     embed(spark, config, model_version=version)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
-    scored = assign(embedding_vectors(embeddings), model, state).select(
-        "*", F.lit(snapshot).alias(SNAPSHOT_COLUMN), F.lit(version).alias("model_version")
-    )
+    scored = assign(embedding_vectors(embeddings), model, state).select("*", *run_columns(snapshot, version))
     upsert_segments(warehouse, database, scored, snapshot)
     current = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot).where(
         F.col("model_version") == F.lit(version)
@@ -164,8 +162,7 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     record = spark.createDataFrame(drift_rows(report, config.score.drift), DRIFT_SCHEMA).select(
         "*",
         F.lit(segmentation_snapshot).alias("segmentation_snapshot"),
-        F.lit(snapshot).alias(SNAPSHOT_COLUMN),
-        F.lit(version).alias("model_version"),
+        *run_columns(snapshot, version),
     )
     warehouse.write_snapshot(record, database, DRIFT_TABLE, snapshot)
     for text in report.warnings:
