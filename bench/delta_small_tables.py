@@ -47,17 +47,19 @@ def main() -> None:
     )
     settings = {"delta default": "50", "seglib": seglib_value}
     timings: dict[str, dict[str, list[float]]] = {name: {"write": [], "read": []} for name in settings}
-    for value in settings.values():  # warm-up: JVM, Delta log, catalog entry
+    # One table per setting: a Delta log's cached state (built with one setting) must not serve the other.
+    tables = {name: f"small_{index}" for index, name in enumerate(settings)}
+    for name, value in settings.items():  # warm-up: JVM, Delta log, catalog entry
         spark.conf.set(SETTING, value)
-        warehouse.write_snapshot(rows, "bench", "small", SNAPSHOT)
+        warehouse.write_snapshot(rows, "bench", tables[name], SNAPSHOT)
     for _ in range(args.rounds):
         for name, value in settings.items():
             spark.conf.set(SETTING, value)
             started = time.perf_counter()
-            warehouse.write_snapshot(rows, "bench", "small", SNAPSHOT)
+            warehouse.write_snapshot(rows, "bench", tables[name], SNAPSHOT)
             timings[name]["write"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            warehouse.read_snapshot("bench", "small", SNAPSHOT)
+            warehouse.read_snapshot("bench", tables[name], SNAPSHOT)
             timings[name]["read"].append(time.perf_counter() - started)
     medians = {
         name: {op: statistics.median(values) for op, values in ops.items()} for name, ops in timings.items()

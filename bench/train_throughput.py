@@ -1,26 +1,36 @@
-"""Training throughput: seglib's Horovod + Petastorm trainer against a plain PyTorch loop, side by side.
+"""Training throughput: seglib's trainer on 1 and 2 workers, under both launchers, against a plain
+PyTorch loop, side by side in one run.
 
-    .venv/bin/python bench/train_throughput.py [--rows 1000000] [--columns 32] [--epochs 3] [--batch-size 1024]
+    .venv/bin/python bench/train_throughput.py [--rows 1000000] [--small-rows 200000] [--columns 32]
+        [--epochs 3] [--cases 1w,2w,td,cycle,64,stream]
 
 The same model (the default layer sizes, 32 -> 64 -> 32 -> 8, with the plain reconstruction loss on
-both sides: no input masking) on the same float data, in one run:
-(a) a plain PyTorch loop over an in-memory tensor on all cores: the limit on this machine;
-(b) seglib's trainer, `horovod.spark.run` with Petastorm shards, on 1 and 2 workers: the shards are
-    read once and kept in memory (train.shard_cache_mib);
-(c) the same trainer streaming every epoch from Petastorm (shard cache off), the naive way.
-Rows/second of (b) and (c) are the mean of the training epochs as the ranks measure them (the data
-loading before the first epoch and the Spark/Horovod start are printed separately).
-The limit is measured before and after the trainers; the higher is used.
-Last line: RESULT with the ratios to the limit.
+both sides: no input masking) on the same float data:
+(a) a plain PyTorch loop over an in-memory tensor in one process on all cores: the limit on this
+    machine, measured before and after the trainers at each batch size (the higher is used, so that
+    noise on this shared machine can only lower the trainer's ratios);
+(b) seglib's trainer as the product runs it (`train.batch_size: auto` for --rows customers, the
+    launcher's Horovod settings), Petastorm shards read once and kept in memory, on 1 and 2 workers
+    (`horovod.spark.run`), and on 2 workers under Spark's TorchDistributor (torch.distributed, Gloo);
+(c) beside it: 2 Horovod workers at other HOROVOD_CYCLE_TIME values (case `cycle`), the former fixed
+    batch of 64 rows (case `64`, on --small-rows, where auto still picks 64), and the naive way,
+    streaming Petastorm every epoch (case `stream`, off by default).
+Rows/second of the trainers are the mean of the training epochs as rank 0 measures them (start and
+shard loading before the first epoch are printed separately).
+Last line: RESULT with the ratios at the product's default batch size.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +39,12 @@ import torch
 
 from seglib.contract.config import load_config
 from seglib.platform.session import open_session
-from seglib.representation.launchers import HorovodSparkLauncher
+from seglib.representation.launchers import LAUNCHERS, HorovodSparkLauncher, raise_rank_failures
 from seglib.representation.models import AutoencoderSpec, build_model
-from seglib.representation.rank_loop import TrainingPlan, train_rank
-from seglib.representation.stage import raise_rank_failures
+from seglib.representation.rank_loop import TrainingPlan
+from seglib.representation.stage import auto_batch_size
+
+NAN = float("nan")
 
 
 def plain_loop(data: torch.Tensor, spec: AutoencoderSpec, epochs: int, batch_size: int, rate: float) -> float:
@@ -54,86 +66,171 @@ def plain_loop(data: torch.Tensor, spec: AutoencoderSpec, epochs: int, batch_siz
     return seen / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--columns", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--cases", default="1w,2w,stream", help="which trainer runs: 1w, 2w, stream")
-    args = parser.parse_args()
-    cases = set(args.cases.split(","))
-    root = Path(tempfile.mkdtemp(prefix="seg-bench-train-"))
-    spec = AutoencoderSpec(input_dim=args.columns, hidden_dims=(64, 32), embedding_dim=8)
-    rate = 1e-3
+@contextmanager
+def environment(name: str, value: str | None) -> Iterator[None]:
+    """The launcher reads its Horovod settings from the driver's environment (a user's value wins)."""
+    previous = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
-    values = np.random.default_rng(7).normal(size=(args.rows, args.columns)).astype(np.float32)
-    limit_before = plain_loop(torch.from_numpy(values), spec, args.epochs, args.batch_size, rate)
-    print(
-        f"(a) plain PyTorch loop, in-memory tensor, {torch.get_num_threads()} threads: {limit_before:,.0f} rows/s"
-    )
 
-    column = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), args.columns).cast(
-        pa.list_(pa.float32())
-    )
-    for part, rows in enumerate(np.array_split(np.arange(args.rows), 16)):
-        table = pa.table({"features": column.slice(int(rows[0]), len(rows))})
-        pq.write_table(table, root / f"part-{part:02d}.parquet")
-    config = load_config(None, ["spark.log_level=ERROR", f"storage.cache_dir={root / 'cache'}"])
-    spark = open_session(config)
-    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+class Bench:
+    def __init__(self, spark: Any, root: Path, spec: AutoencoderSpec, epochs: int) -> None:
+        self.spark, self.root, self.spec, self.epochs = spark, root, spec, epochs
 
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (root / "cache").as_uri())
-    converter = make_spark_converter(spark.read.parquet(str(root / "part-*.parquet")), dtype="float32")
+    def converter(self, values: np.ndarray, name: str) -> Any:
+        from petastorm.spark import make_spark_converter
 
-    def trainer(workers: int, cache: bool) -> float:
+        column = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1]).cast(
+            pa.list_(pa.float32())
+        )
+        folder = self.root / name
+        folder.mkdir()
+        for part, rows in enumerate(np.array_split(np.arange(len(values)), 16)):
+            pq.write_table(
+                pa.table({"features": column.slice(int(rows[0]), len(rows))}), folder / f"{part:02d}.parquet"
+            )
+        return make_spark_converter(self.spark.read.parquet(str(folder)), dtype="float32")
+
+    def trainer(
+        self,
+        converter: Any,
+        rows: int,
+        batch: int,
+        workers: int,
+        launcher: str = "horovod",
+        cache: bool = True,
+    ) -> float:
         plan = TrainingPlan(
-            spec=spec,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=rate / workers,  # the same effective rate as the plain loop
+            spec=self.spec,
+            epochs=self.epochs,
+            batch_size=batch,
+            learning_rate=1e-3 / workers,  # the same effective rate as the plain loop
             seed=0,
-            steps_per_epoch=math.ceil(args.rows / (args.batch_size * workers)),
+            steps_per_epoch=math.ceil(rows / (batch * workers)),
             feature_column="features",
             shard_cache_bytes=(4 << 30) if cache else 0,
             progress=False,
         )
+        make_launcher, rank_function = LAUNCHERS[launcher]
         started = time.perf_counter()
-        results = HorovodSparkLauncher().run(train_rank, (plan, converter, None, None), workers)
+        results = make_launcher("cpu").run(rank_function, (plan, converter, None, None), workers)
         wall = time.perf_counter() - started
         raise_rank_failures(results)
         chief = next(result for result in results if result.rank == 0)
-        rate_per_epoch = [epoch["rows_per_second"] for epoch in chief.history]
+        per_epoch = [epoch["rows_per_second"] for epoch in chief.history]
         training = sum(epoch["seconds"] for epoch in chief.history)
-        label = "in-memory shards" if cache else "streaming Petastorm"
         print(
-            f"    {workers} worker(s), {label}: {np.mean(rate_per_epoch):,.0f} rows/s "
-            f"(epochs {', '.join(f'{r:,.0f}' for r in rate_per_epoch)}); wall {wall:.1f}s of which "
-            f"training {training:.1f}s, start and shard loading {wall - training:.1f}s"
+            f"    {launcher}, {workers} worker(s), batch {batch}, {'in-memory shards' if cache else 'streaming'}: "
+            f"{np.mean(per_epoch):,.0f} rows/s (epochs {', '.join(f'{r:,.0f}' for r in per_epoch)}); "
+            f"wall {wall:.1f}s of which training {training:.1f}s, start and shard loading {wall - training:.1f}s"
         )
-        return float(np.mean(rate_per_epoch))
+        return float(np.mean(per_epoch))
 
-    print("(b) seglib trainer (horovod.spark.run + Petastorm):")
-    nan = float("nan")
-    cached_1w = trainer(1, cache=True) if "1w" in cases else nan
-    cached_2w = trainer(2, cache=True) if "2w" in cases else nan
-    print("(c) naive Petastorm streaming (shard cache off):")
-    streaming_1w = trainer(1, cache=False) if "stream" in cases else nan
-    converter.delete()
-    spark.stop()
-    # This machine is shared: the limit is measured before and after the trainers and the better of the
-    # two is used, so that noise can only lower the trainer's ratios.
-    limit_after = plain_loop(torch.from_numpy(values), spec, args.epochs, args.batch_size, rate)
-    limit = max(limit_before, limit_after)
-    print(f"(a) plain loop again after the trainers: {limit_after:,.0f} rows/s; limit = {limit:,.0f} rows/s")
-    print(f"{args.rows:,} rows x {args.columns} floats, batch {args.batch_size}, {args.epochs} epochs")
+
+def limit_around(
+    values: np.ndarray, bench: Bench, batch: int, measure: Callable[[], dict[str, float]]
+) -> tuple[float, dict[str, float]]:
+    before = plain_loop(torch.from_numpy(values), bench.spec, bench.epochs, batch, 1e-3)
+    measured = measure()
+    after = plain_loop(torch.from_numpy(values), bench.spec, bench.epochs, batch, 1e-3)
+    limit = max(before, after)
     print(
-        f"trainer / limit: 1 worker {cached_1w / limit:.2f}, 2 workers {cached_2w / limit:.2f}; "
-        f"streaming 1 worker {streaming_1w / limit:.2f}"
+        f"(a) plain PyTorch loop, batch {batch}, {torch.get_num_threads()} threads: {before:,.0f} rows/s before, "
+        f"{after:,.0f} after; limit {limit:,.0f} rows/s"
     )
+    return limit, measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small-rows", type=int, default=200_000, help="rows for the batch-64 cases")
+    parser.add_argument("--columns", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--cases", default="1w,2w,td,cycle,64", help="1w, 2w, td, cycle, 64, stream")
+    args = parser.parse_args()
+    cases = set(args.cases.split(","))
+    root = Path(tempfile.mkdtemp(prefix="seg-bench-train-"))
+    spec = AutoencoderSpec(input_dim=args.columns, hidden_dims=(64, 32), embedding_dim=8)
+    config = load_config(None, ["spark.log_level=ERROR", f"storage.cache_dir={root / 'cache'}"])
+    spark = open_session(config)
+    from petastorm.spark import SparkDatasetConverter
+
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (root / "cache").as_uri())
+    bench = Bench(spark, root, spec, args.epochs)
+    product_cycle = HorovodSparkLauncher.DEFAULT_CYCLE_TIME_MS
+    batch = auto_batch_size(args.rows)
+    values = np.random.default_rng(7).normal(size=(args.rows, args.columns)).astype(np.float32)
+    data = bench.converter(values, "default")
+
+    def default_batch() -> dict[str, float]:
+        print(f"(b) seglib trainer at the product's batch for {args.rows:,} rows (auto: {batch}):")
+        found = {
+            "horovod, 1 worker": bench.trainer(data, args.rows, batch, 1) if "1w" in cases else NAN,
+            "horovod, 2 workers": bench.trainer(data, args.rows, batch, 2) if "2w" in cases else NAN,
+            "torch_distributor, 2 workers": (
+                bench.trainer(data, args.rows, batch, 2, "torch_distributor") if "td" in cases else NAN
+            ),
+        }
+        if "cycle" in cases:
+            print(f"(c) 2 Horovod workers at other cycle times (the launcher sets {product_cycle} ms):")
+            for cycle in sorted({"0.1", "1", "5"} - {product_cycle}, key=float):
+                with environment("HOROVOD_CYCLE_TIME", cycle):
+                    print(f"  HOROVOD_CYCLE_TIME={cycle} ms")
+                    found[f"horovod, 2 workers, cycle {cycle} ms"] = bench.trainer(data, args.rows, batch, 2)
+        if "stream" in cases:
+            print("(c) naive Petastorm streaming (shard cache off):")
+            found["horovod, 1 worker, streaming"] = bench.trainer(data, args.rows, batch, 1, cache=False)
+        return found
+
+    limit, found = limit_around(values, bench, batch, default_batch)
+    small: dict[str, float] = {}
+    small_limit = NAN
+    if "64" in cases:
+        small_values = values[: args.small_rows]
+        small_data = bench.converter(small_values, "small")
+
+        def batch_64() -> dict[str, float]:
+            print(
+                f"(c) the former fixed batch of 64 rows, {args.small_rows:,} rows (auto picks 64 below ~23k):"
+            )
+            return {
+                "horovod, 1 worker": bench.trainer(small_data, args.small_rows, 64, 1),
+                "horovod, 2 workers": bench.trainer(small_data, args.small_rows, 64, 2),
+            }
+
+        small_limit, small = limit_around(small_values, bench, 64, batch_64)
+        small_data.delete()
+    data.delete()
+    spark.stop()
+
     print(
-        f"RESULT trainer_over_limit_1w={cached_1w / limit:.3f} trainer_over_limit_2w={cached_2w / limit:.3f} "
-        f"streaming_over_limit_1w={streaming_1w / limit:.3f} limit_rows_per_s={limit:.0f}"
+        f"\n{args.rows:,} rows x {args.columns} floats, {args.epochs} epochs, 2 cores' worth of this machine"
+    )
+    print(f"{'case':<52} | {'rows/s':>10} | {'/ limit':>7}")
+    rows = [(f"plain loop, batch {batch} (the limit)", limit, limit)]
+    rows += [(f"{key}, batch {batch}", value, limit) for key, value in found.items()]
+    if small:
+        rows += [("plain loop, batch 64 (the limit)", small_limit, small_limit)]
+        rows += [(f"{key}, batch 64", value, small_limit) for key, value in small.items()]
+    for name, value, base in rows:
+        print(f"{name:<52} | {value:>10,.0f} | {value / base:>7.2f}")
+    one, two = found["horovod, 1 worker"], found["horovod, 2 workers"]
+    scaling = two / one
+    print(f"scaling: 2 workers / 1 worker = {scaling:.2f} at batch {batch}")
+    print(
+        f"RESULT trainer_over_limit_1w={one / limit:.3f} trainer_over_limit_2w={two / limit:.3f} "
+        f"scaling_2w_over_1w={scaling:.3f} "
+        f"torch_distributor_over_limit_2w={found['torch_distributor, 2 workers'] / limit:.3f} "
+        f"default_batch={batch} limit_rows_per_s={limit:.0f}"
     )
 
 

@@ -391,8 +391,15 @@ class TrainConfig(_Strict):
     epochs: int = Field(
         default=100, ge=1, description="At most this many epochs (early stopping may end sooner)."
     )
-    batch_size: int = Field(default=64, ge=1, description="Rows per step on each worker.")
-    learning_rate: float = Field(default=1e-3, gt=0, description="Per worker; scaled by num_proc.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="Rows per step on each worker. auto: 64 up to about 23,000 training customers, then "
+        "training rows / 256 rounded to a power of two, at most 4096, with learning_rate scaled by "
+        "sqrt(batch / 64); a number is used as given, with learning_rate as given.",
+    )
+    learning_rate: float = Field(
+        default=1e-3, gt=0, description="Per worker at a batch of 64 rows; scaled by num_proc."
+    )
     warmup_epochs: int = Field(
         default=3, ge=0, description="Ramp from learning_rate to learning_rate x num_proc over these epochs."
     )

@@ -29,6 +29,7 @@ class HorovodSparkLauncher:
     Horovod was built with it). Rank output (the per-epoch progress) is relayed to the driver."""
 
     relays_rank_output = True
+    DEFAULT_CYCLE_TIME_MS = "1"
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
@@ -38,10 +39,11 @@ class HorovodSparkLauncher:
 
         # Petastorm 0.12 on pyarrow 14 warns on every read (legacy dataset API, see STACK.md).
         env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
-        # Horovod's background loop batches collectives once per cycle (default 1 ms), which adds up to a
-        # cycle of latency to every step's gradient allreduce: most of a step for customer-sized models
-        # (bench/train_throughput.py: 0.56 -> 0.78 of a plain loop on 2 workers with 0.1 ms).
-        env.setdefault("HOROVOD_CYCLE_TIME", "0.1")
+        # Horovod's background loop negotiates collectives once per cycle (several ms when unset), which adds up
+        # to a cycle of latency to every step's gradient allreduce, most of a step for customer-sized
+        # models; much shorter cycles make the loop spin on cores the ranks need. 1 ms with the gradients
+        # in one group was the best of 0.1-5 ms (bench/train_throughput.py).
+        env.setdefault("HOROVOD_CYCLE_TIME", self.DEFAULT_CYCLE_TIME_MS)
         return list(
             horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, use_gloo=True, verbose=1, env=env)
         )

@@ -71,10 +71,37 @@ def idec_clusters(config: SeglibConfig) -> int:
     return int(config.cluster.k)
 
 
+# `train.batch_size: auto`: the batch the default learning rate was tuned at, kept while the data is
+# small (quality first: many steps per epoch), then grown so that per-step costs (Python, the
+# gradient allreduce between ranks) stay small against the step's arithmetic; bench/train_throughput.py.
+AUTO_BATCH_REFERENCE = 64
+AUTO_BATCH_MAX = 4096
+AUTO_BATCH_ROWS_PER_STEP = 256
+
+
+def auto_batch_size(rows: int) -> int:
+    """Rows per worker step for `rows` training rows: 64 below ~23k rows, then rows/256 rounded to a
+    power of two (a whole pass takes ~256 steps in total), at most 4096."""
+    target = max(1.0, rows / AUTO_BATCH_ROWS_PER_STEP)
+    size = 2 ** round(math.log2(target))
+    return int(min(AUTO_BATCH_MAX, max(AUTO_BATCH_REFERENCE, size)))
+
+
+def batch_and_learning_rate(settings: TrainConfig, rows: int) -> tuple[int, float]:
+    """The per-worker batch and base learning rate: as configured, or for `auto` the data's batch with
+    the rate scaled by sqrt(batch / 64) (Adam's square-root rule: the gradient noise shrinks with
+    sqrt(batch))."""
+    if settings.batch_size != "auto":
+        return settings.batch_size, settings.learning_rate
+    batch = auto_batch_size(rows)
+    return batch, settings.learning_rate * math.sqrt(batch / AUTO_BATCH_REFERENCE)
+
+
 def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPlan:
     settings = config.train
+    batch_size, learning_rate = batch_and_learning_rate(settings, rows)
     # Each rank takes this many steps per epoch; together they see about every row once.
-    steps = max(1, math.ceil(rows / (settings.batch_size * settings.num_proc)))
+    steps = max(1, math.ceil(rows / (batch_size * settings.num_proc)))
     is_idec = "idec" in MODEL_KINDS[settings.model].phases
     return TrainingPlan(
         spec=AutoencoderSpec(
@@ -88,8 +115,8 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
             clusters=idec_clusters(config) if is_idec else 0,
         ),
         epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
         seed=settings.seed,
         steps_per_epoch=steps,
         feature_column=FEATURE_VECTOR_COLUMN,

@@ -122,3 +122,40 @@ def test_early_stopping_counts_only_relative_improvements():
     assert is_improvement(1.0, float("inf"), 0.01)
     assert not is_improvement(float("nan"), float("inf"), 0.01)
     assert is_improvement(0.98, 1.0, 0.01) and not is_improvement(0.995, 1.0, 0.01)
+
+
+def test_auto_batch_keeps_64_for_small_data_and_grows_by_powers_of_two_to_4096():
+    from seglib.representation.stage import auto_batch_size
+
+    assert [auto_batch_size(rows) for rows in (1, 2_700, 21_000)] == [64, 64, 64]
+    assert auto_batch_size(100_000) == 512  # 100,000 / 256 = 391 -> 2^9
+    assert auto_batch_size(1_000_000) == 4096
+    assert auto_batch_size(50_000_000) == 4096
+    sizes = [auto_batch_size(rows) for rows in range(1_000, 3_000_000, 7_919)]
+    assert sizes == sorted(sizes)
+    assert all(size & (size - 1) == 0 for size in sizes)
+
+
+def test_an_auto_batch_scales_the_learning_rate_by_its_square_root_and_a_fixed_one_keeps_both():
+    from seglib.contract.config import load_config
+    from seglib.representation.stage import plan_training
+
+    auto = load_config(None, ["train.num_proc=2", "train.learning_rate=0.002"])
+    plan = plan_training(auto, input_dim=10, rows=1_000_000)
+    assert (plan.batch_size, plan.learning_rate) == (4096, pytest.approx(0.002 * 8))
+    assert plan.steps_per_epoch == 123  # ceil(1,000,000 / (4096 x 2 workers))
+    small = plan_training(auto, input_dim=10, rows=2_700)
+    assert (small.batch_size, small.learning_rate, small.steps_per_epoch) == (64, pytest.approx(0.002), 22)
+    fixed = load_config(None, ["train.batch_size=256", "train.learning_rate=0.002"])
+    plan = plan_training(fixed, input_dim=10, rows=1_000_000)
+    assert (plan.batch_size, plan.learning_rate) == (256, 0.002)
+
+
+def test_cpu_ranks_share_the_cores_this_process_may_use_whatever_spark_set_for_omp(monkeypatch):
+    import os
+
+    from seglib.representation.rank_loop import rank_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a Spark Python worker runs with
+    assert [rank_threads(local_size) for local_size in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
