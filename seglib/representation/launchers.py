@@ -39,10 +39,10 @@ class HorovodSparkLauncher:
 
         # Petastorm 0.12 on pyarrow 14 warns on every read (legacy dataset API, see STACK.md).
         env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
-        # Horovod's background loop negotiates collectives once per cycle (several ms when unset), which adds up
-        # to a cycle of latency to every step's gradient allreduce, most of a step for customer-sized
-        # models; much shorter cycles make the loop spin on cores the ranks need. 1 ms with the gradients
-        # in one group was the best of 0.1-5 ms (bench/train_throughput.py).
+        # Horovod's background loop negotiates collectives once per cycle, which adds up to a cycle of
+        # latency to every step's gradient allreduce, most of a step for customer-sized models; much
+        # shorter cycles make the loop spin on cores the ranks need. 1 ms with the gradients in one group
+        # was the best of 0.1, 0.5, 1, 2 and 5 ms (bench/train_throughput.py).
         env.setdefault("HOROVOD_CYCLE_TIME", self.DEFAULT_CYCLE_TIME_MS)
         return list(
             horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, use_gloo=True, verbose=1, env=env)
