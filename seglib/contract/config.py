@@ -590,6 +590,22 @@ class ScoreConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
+class LifetimeValueConfig(_Strict):
+    enabled: bool = Field(
+        default=True,
+        description="Fit BG/NBD and Gamma-Gamma at each snapshot and add lifetime value per customer and segment.",
+    )
+    horizon_days: int = Field(
+        default=365, ge=1, le=3650, description="Days ahead over which purchases and spend are predicted."
+    )
+    fit_sample_customers: int = Field(
+        default=200_000,
+        ge=1000,
+        description="At most this many customers, drawn at random, are fitted on the driver; every customer is "
+        "predicted on the executors.",
+    )
+
+
 class ReportConfig(_Strict):
     directory: str | None = Field(
         default=None, description="Where reports go (one folder per snapshot); null: <model_dir>/../reports."
@@ -624,6 +640,7 @@ class SeglibConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    clv: LifetimeValueConfig = Field(default_factory=LifetimeValueConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 

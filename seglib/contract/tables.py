@@ -22,6 +22,11 @@ FEATURE_CATALOG_TABLE = "feature_catalog"
 FEATURE_VECTOR_COLUMN = "features"
 PREPROCESSING_VERSION_COLUMN = "preprocessing_version"
 
+# Lifetime value (written by the features stage, joined into the segments)
+CUSTOMER_VALUE_TABLE = "customer_value"
+LIFETIME_VALUE_FIT_TABLE = "lifetime_value_fit"
+LIFETIME_VALUE_COLUMNS = ("probability_alive", "expected_purchases", "expected_spend")
+
 # Representation
 EMBEDDINGS_TABLE = "customer_embeddings"
 EMBEDDING_COLUMN = "embedding"
@@ -34,8 +39,9 @@ SEGMENT_CATALOG_TABLE = "segment_catalog"
 SELECTION_TABLE = "segment_k_selection"
 MIGRATION_TABLE = "segment_migration"
 RUNS_TABLE = "segmentation_runs"
-NOVEL_SEGMENT_ID = -1
-NOVEL_SEGMENT_NAME = "Novel customers"
+# Before novelty became a flag beside the segment, novel customers were put in segment -1; saved states
+# and tables of those runs may still hold it.
+LEGACY_NOVEL_SEGMENT_ID = -1
 
 # Serving
 DRIFT_TABLE = "segment_drift"

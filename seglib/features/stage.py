@@ -29,6 +29,7 @@ from seglib.contract.tables import (
 )
 from seglib.features.assembly import build_features
 from seglib.features.catalog import FeatureStatistics, all_null_features, catalog_frame, population_statistics
+from seglib.features.lifetime_value import LifetimeValueFit, write_lifetime_value
 from seglib.features.preprocessing import (
     FeatureMetadata,
     apply_preprocessing,
@@ -43,7 +44,7 @@ from seglib.features.preprocessing import (
 from seglib.features.spec import FeatureSet, FeatureSettings
 from seglib.features.transactions import top_values_of
 from seglib.inputs.sources import InputTables, read_inputs
-from seglib.inputs.validation import outside_window_rows, quarantined_rows
+from seglib.inputs.validation import end_of_day, outside_window_rows, quarantined_rows
 from seglib.platform.files import HadoopFiles
 from seglib.platform.session import session_time_zone
 from seglib.platform.warehouse import Warehouse
@@ -56,6 +57,7 @@ class FeaturesResult:
     metadata: FeatureMetadata
     customers: int
     input_counts: dict[str, dict[str, int]]
+    lifetime_value: LifetimeValueFit | None = None
 
     @property
     def dimension(self) -> int:
@@ -69,6 +71,8 @@ class FeaturesResult:
                 f"  {table}: {total} rows = {counts['accepted']} accepted + {outside_window_rows(counts)} after "
                 f"the snapshot + {quarantined_rows(counts)} quarantined"
             )
+        if self.lifetime_value is not None:
+            lines.append(f"wrote customer_value: lifetime value {self.lifetime_value.describe()}")
         return "\n".join(lines)
 
 
@@ -171,7 +175,10 @@ def _compute_features(
         )
     finally:
         HadoopFiles(spark).delete(staging)
-    return FeaturesResult(metadata=metadata, customers=customers, input_counts=inputs.counts)
+    value = write_lifetime_value(
+        spark, warehouse, config, inputs.transactions, end_of_day(snapshot, config.features.timezone)
+    )
+    return FeaturesResult(metadata, customers, inputs.counts, value)
 
 
 def _vocabulary(

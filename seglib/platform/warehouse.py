@@ -129,6 +129,7 @@ class Warehouse:
         started = time.perf_counter()
         self.claim(database, table)
         location = self.location(database, table)
+        self.add_missing_columns(database, table, df.schema)
         claimed = time.perf_counter()
         writer = df.write.format(self.format).mode("overwrite").partitionBy(SNAPSHOT_COLUMN)
         if self.format == "delta":
@@ -163,6 +164,32 @@ class Warehouse:
         mark_folder(self.spark, location)  # a Parquet overwrite replaced the whole folder
         self.register(database, table, df.schema, partitioned=False)
         log.info("wrote %s.%s (%s)", database, table, self.format)
+
+    def add_missing_columns(self, database: str, table: str, schema: StructType) -> None:
+        """Columns that this seglib writes and a table written by an older one lacks are added at the end,
+        nullable: the older snapshots read them as null, and no table is ever rewritten or dropped for it.
+        Call after `claim`."""
+        location = self.location(database, table)
+        if self.format == "delta":
+            if not HadoopFiles(self.spark).exists(join_uri(location, "_delta_log")):
+                return
+            existing = self.spark.read.format("delta").load(location).columns
+            target = f"delta.`{location}`"
+        else:
+            if self.catalog_entry(database, table) is None:
+                return  # registering it declares the schema of the rows written
+            existing = self.spark.table(f"`{database}`.`{table}`").columns
+            target = f"`{database}`.`{table}`"
+        known = {name.lower() for name in existing}
+        missing = [field for field in schema if field.name.lower() not in known]
+        if not missing:
+            return
+        log.warning(
+            "adding columns %s to %s.%s (written by an earlier seglib); its earlier rows read them as null",
+            ", ".join(field.name for field in missing), database, table,
+        )  # fmt: skip
+        columns = ", ".join(f"`{field.name}` {field.dataType.simpleString()}" for field in missing)
+        self.spark.sql(f"ALTER TABLE {target} ADD COLUMNS ({columns})")
 
     def register(
         self, database: str, table: str, schema: StructType | None = None, partitioned: bool = False

@@ -87,10 +87,11 @@ def embedding_map(points: list[Row], catalog: list[Row]) -> bytes:
     _, _, components = np.linalg.svd(centered, full_matrices=False)
     projected = centered @ components[:2].T
     segment_ids = np.array([row["segment_id"] for row in points])
+    novel = np.array([bool(row["is_novel"]) for row in points], dtype=bool)
     figure, axes = plt.subplots(figsize=(7, 5.5))
     names = {row["segment_id"]: row["segment_name"] for row in catalog}
     for color, segment in zip(_palette(len(catalog)), [row["segment_id"] for row in catalog], strict=True):
-        chosen = segment_ids == segment
+        chosen = (segment_ids == segment) & ~novel
         axes.scatter(
             projected[chosen, 0],
             projected[chosen, 1],
@@ -99,9 +100,15 @@ def embedding_map(points: list[Row], catalog: list[Row]) -> bytes:
             color=color,
             label=f"{segment}: {names[segment]}",
         )
-    novel = segment_ids < 0
     if novel.any():
-        axes.scatter(projected[novel, 0], projected[novel, 1], s=18, marker="x", color="black", label="novel")
+        axes.scatter(
+            projected[novel, 0],
+            projected[novel, 1],
+            s=18,
+            marker="x",
+            color="black",
+            label="novel (in their nearest segment)",
+        )
     axes.set_xlabel("component 1")
     axes.set_ylabel("component 2")
     axes.set_title(f"Embeddings of {len(points):,} sampled customers (PCA)")

@@ -47,10 +47,14 @@ def render_html(
     catalog: list[Row],
     charts: dict[str, tuple[bytes, str]],
     drift: list[Row],
+    value_horizon_days: int | None = None,
 ) -> str:
-    """One self-contained page: the run's summary, a card per segment, drift warnings, the charts inlined."""
+    """One self-contained page: the run's summary, a card per segment, drift warnings, the charts inlined.
+    `value_horizon_days`: the horizon of the catalog's lifetime value columns (None: no lifetime value)."""
     e = html.escape
-    cards = "".join(_segment_card(row, index, len(catalog)) for index, row in enumerate(catalog))
+    cards = "".join(
+        _segment_card(row, index, len(catalog), value_horizon_days) for index, row in enumerate(catalog)
+    )
     previous = (
         f"Agreement with snapshot {run['previous_snapshot']}: adjusted Rand index {run['ari_with_previous']:.3f} "
         f"({run['kept_segments']} segments kept, {run['new_segments']} new, matched on {e(run['matching_basis'])})."
@@ -80,8 +84,25 @@ def render_html(
 """
 
 
-def _segment_card(row: Row, index: int, count: int) -> str:
+def _value_line(row: Row, horizon_days: int | None) -> str:
+    fields = row.asDict()
+    spend, purchases = fields.get("expected_spend"), fields.get("expected_purchases")
+    if horizon_days is None or spend is None or purchases is None:
+        return ""
+    alive = fields.get("mean_probability_alive")
+    active = f" &middot; {alive:.0%} of its buyers likely still active" if alive is not None else ""
+    return (
+        f'<div class="numbers">next {horizon_days} days (BG/NBD, Gamma-Gamma): {purchases:,.0f} purchases, '
+        f"{spend:,.0f} spend ({spend / max(row['segment_size'], 1):,.2f} per customer){active}</div>"
+    )
+
+
+def _segment_card(row: Row, index: int, count: int, value_horizon_days: int | None = None) -> str:
     e = html.escape
+    rule = row.asDict().get("naming_rule")
+    named_by = (
+        f"named by rule <code>{e(rule)}</code>" if rule else "no naming rule fits: named by its features"
+    )
     identity = (
         "new segment"
         if row["previous_similarity"] is None
@@ -93,7 +114,8 @@ def _segment_card(row: Row, index: int, count: int) -> str:
         f'<div class="card" style="--c:{_color(index, count)}" data-segment="{row["segment_id"]}">'
         f"<h3>{e(row['segment_name'])}</h3>"
         f'<div class="numbers">segment {row["segment_id"]} &middot; {row["segment_size"]:,} customers '
-        f"&middot; {row['segment_share']:.1%} &middot; {e(identity)}</div>"
+        f"&middot; {row['segment_share']:.1%} &middot; {e(identity)} &middot; {named_by}</div>"
+        f"{_value_line(row, value_horizon_days)}"
         f"<p>{e(row['description'])}</p><div class=action><b>Action:</b> {e(row['action'])}</div>"
         f"<p><b>Stands out on</b></p><ul>{features}</ul><p><b>Rules (decision tree)</b></p><ul>{rules}</ul></div>"
     )

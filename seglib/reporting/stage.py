@@ -16,6 +16,7 @@ from seglib.contract.tables import (
     DRIFT_TABLE,
     EMBEDDING_COLUMN,
     EMBEDDINGS_TABLE,
+    LIFETIME_VALUE_FIT_TABLE,
     PROFILES_TABLE,
     RUNS_TABLE,
     SEGMENT_CATALOG_TABLE,
@@ -83,7 +84,9 @@ def report(spark: SparkSession, config: SeglibConfig) -> ReportResult:
         files.write_bytes(uri, payload)
         written.append(uri)
     location = join_uri(folder, "report.html")
-    page = render_html(snapshot, segmentation_snapshot, total, run, catalog, charts, drift)
+    fit = warehouse.optional_snapshot_rows(database, LIFETIME_VALUE_FIT_TABLE, segmentation_snapshot)
+    horizon = fit[0]["horizon_days"] if fit and fit[0]["r"] is not None else None
+    page = render_html(snapshot, segmentation_snapshot, total, run, catalog, charts, drift, horizon)
     files.write_bytes(location, page.encode("utf-8"))
     log.info("report for snapshot %s: %s", snapshot, location)
     return ReportResult(location, written)
@@ -105,7 +108,7 @@ def _charts(
     fraction = min(1.0, config.report.sample_rows / max(total, 1))
     points = (
         embeddings.select("customer_id", EMBEDDING_COLUMN)
-        .join(segments.select("customer_id", "segment_id"), "customer_id")
+        .join(segments.select("customer_id", "segment_id", "is_novel"), "customer_id")
         .sample(fraction=fraction, seed=config.cluster.seed)
         .limit(config.report.sample_rows)
         .collect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pandas as pd
 from pyspark.broadcast import Broadcast
@@ -26,10 +27,13 @@ from seglib.platform.warehouse import Warehouse
 from seglib.representation.model_store import (
     latest_model_version,
     model_preprocessing_version,
+    read_model_metadata,
     read_model_payload,
 )
 
 log = logging.getLogger(__name__)
+
+InputRange = tuple[list[float], list[float]]  # per model input: lows, highs
 
 ENCODED_TYPE = T.StructType(
     [
@@ -39,9 +43,16 @@ ENCODED_TYPE = T.StructType(
 )
 
 
-def encode_batches(model_payload: bytes, batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+def encode_batches(
+    model_payload: bytes, input_range: InputRange | None, batches: Iterator[pd.Series]
+) -> Iterator[pd.DataFrame]:
     """Executor side: load the model once per task, then embed each Arrow batch and measure how well
-    the decoder reconstructs it (mean squared error per customer: the novelty signal)."""
+    the decoder reconstructs it (mean squared error per customer: the novelty signal).
+
+    With `input_range` (the model's training range per input) the encoder sees each input clipped to
+    it: a customer base that merely ages (tenure, recency beyond anything trained on) lands at the edge
+    of the known space rather than wherever the network extrapolates. The error is measured against the
+    unclipped input, so a customer far outside the range is still flagged novel."""
     import numpy as np
     import torch
 
@@ -49,25 +60,41 @@ def encode_batches(model_payload: bytes, batches: Iterator[pd.Series]) -> Iterat
 
     torch.set_num_threads(1)
     model = deserialize(model_payload)
+    bounds = (
+        (torch.tensor(input_range[0], dtype=torch.float32), torch.tensor(input_range[1], dtype=torch.float32))
+        if input_range is not None
+        else None
+    )
     with torch.inference_mode():
         for batch in batches:
             if batch.empty:
                 yield pd.DataFrame({EMBEDDING_COLUMN: pd.Series([], dtype=object), ERROR_COLUMN: []})
                 continue
             inputs = torch.from_numpy(np.stack(batch.to_numpy()).astype(np.float32, copy=False))
-            embeddings = model.encode(inputs)
+            clipped = (
+                torch.minimum(torch.maximum(inputs, bounds[0]), bounds[1]) if bounds is not None else inputs
+            )
+            embeddings = model.encode(clipped)
             errors = (model.decoder(embeddings) - inputs).pow(2).mean(dim=1).double()
             yield pd.DataFrame({EMBEDDING_COLUMN: list(embeddings.numpy()), ERROR_COLUMN: errors.numpy()})
 
 
-def embedding_udf(model_payload: Broadcast[bytes]) -> Callable[[Column], Column]:
+def embedding_udf(
+    model_payload: Broadcast[bytes], input_range: InputRange | None
+) -> Callable[[Column], Column]:
     """Driver side: a pandas UDF over the broadcast model (shipped once per executor, not per task)."""
 
     @F.pandas_udf(ENCODED_TYPE)  # type: ignore[call-overload]
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        return encode_batches(model_payload.value, batches)
+        return encode_batches(model_payload.value, input_range, batches)
 
     return embed  # type: ignore[no-any-return]
+
+
+def model_input_range(metadata: dict[str, Any]) -> InputRange | None:
+    """The training range saved with a model; None for models trained before it was saved."""
+    saved = metadata.get("input_range")
+    return (list(saved["low"]), list(saved["high"])) if saved else None
 
 
 def embed(spark: SparkSession, config: SeglibConfig, model_version: str | None = None) -> str:
@@ -86,9 +113,10 @@ def embed(spark: SparkSession, config: SeglibConfig, model_version: str | None =
         snapshot,
     )
     payload = spark.sparkContext.broadcast(read_model_payload(spark, artifacts, version))
+    bounds = model_input_range(read_model_metadata(spark, artifacts, version))
     embeddings = features.select(
         "customer_id",
-        embedding_udf(payload)(F.col(FEATURE_VECTOR_COLUMN)).alias("_encoded"),
+        embedding_udf(payload, bounds)(F.col(FEATURE_VECTOR_COLUMN)).alias("_encoded"),
         F.lit(version).alias("model_version"),
         F.col(SNAPSHOT_COLUMN),
     ).select(

@@ -181,6 +181,7 @@ class _TrainingData:
     training_rows: int
     plan: TrainingPlan
     preprocessing: FeatureMetadata
+    input_range: tuple[list[float], list[float]]  # per model input: (lows, highs) over the snapshot
 
 
 def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
@@ -245,13 +246,29 @@ def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifac
     )
     preprocessing = load_feature_metadata(spark, artifacts, preprocessing_version)
     features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
-    rows = features.count()
+    rows, low, high = input_range(features)
     training, validation = split_for_validation(features, config.train, rows)
     counted = training.count()
     plan = plan_training(config, preprocessing.dimension, counted)
     location = checkpoint_location(artifacts, snapshot, plan, preprocessing_version)
     plan = dataclasses.replace(plan, checkpoint_uri=location)
-    return _TrainingData(training, validation, rows, counted, plan, preprocessing)
+    return _TrainingData(training, validation, rows, counted, plan, preprocessing, (low, high))
+
+
+def input_range(features: DataFrame) -> tuple[int, list[float], list[float]]:
+    """Rows, and the least and greatest value of every model input over them: the range the encoder is
+    trained on, to which later snapshots are clipped before encoding (one pass, a vector summary)."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.ml.stat import Summarizer
+
+    summary = features.select(
+        Summarizer.metrics("count", "min", "max")
+        .summary(array_to_vector(F.col(FEATURE_VECTOR_COLUMN)))
+        .alias("s")
+    ).first()
+    assert summary is not None
+    stats = summary["s"]
+    return int(stats["count"]), [float(v) for v in stats["min"]], [float(v) for v in stats["max"]]
 
 
 def _run_ranks(
@@ -317,6 +334,7 @@ def _model_metadata(
         "resumed_from_epoch": chief.resumed_from_epoch,
         "plan": asdict(data.plan),
         "feature_slots": preprocessing.vector_slots,
+        "input_range": {"low": data.input_range[0], "high": data.input_range[1]},
         "preprocessing": {
             "version": preprocessing.version,
             "uri": artifacts.preprocessing_folder(preprocessing.version),

@@ -31,7 +31,6 @@ from seglib.contract.tables import (
     ERROR_COLUMN,
     FEATURES_TABLE,
     MIGRATION_TABLE,
-    NOVEL_SEGMENT_ID,
     PROFILES_TABLE,
     RUNS_TABLE,
     SEGMENT_CATALOG_TABLE,
@@ -58,11 +57,14 @@ from seglib.segments.reference import bin_shares, decile_edges
 from seglib.segments.selection import Selection, adjusted_rand_index, contingency, select_k
 from seglib.segments.state import (
     SegmentationState,
+    SegmentCounts,
+    SegmentValue,
     assign,
     embedding_vectors,
     run_columns,
     save_state,
     segment_counts,
+    with_lifetime_value,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class SegmentSummary:
     top_features: list[str]
     rules: list[str]
     continues_previous: float | None  # similarity with the previous run's segment of this id
+    value: SegmentValue | None = None  # lifetime value over clv.horizon_days
 
 
 @dataclass
@@ -258,8 +261,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     surrogate = surrogate_tree(
         described.members, described.feature_names, medians, config.cluster.surrogate, config.cluster.seed
     )
-    total = sum(counts.values())
-    summaries = _summaries(described, surrogate, total)
+    summaries = _summaries(described, surrogate, counts)
     _write_catalog(spark, warehouse, database, snapshot, fit.version, summaries, described.names)
     _write_selection(spark, warehouse, database, snapshot, fit.selection, stamp)
     if described.previous is not None:
@@ -273,10 +275,10 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
         surrogate_fidelity=surrogate.fidelity,
         previous_snapshot=described.previous,
         ari_with_previous=described.ari,
-        novel_customers=counts.get(NOVEL_SEGMENT_ID, 0),
+        novel_customers=counts.novel,
         details={"matching_basis": described.matching.basis, "silhouette": _silhouette(fit)},
     )
-    _write_run(spark, warehouse, config, result, fit, described, total)
+    _write_run(spark, warehouse, config, result, fit, described, counts.customers)
     for cached in (described.profiles, fit.clustered, fit.vectors):
         cached.unpersist()
     log.info("clustered snapshot %s into %d segments (model %s)", snapshot, fit.k, fit.version)
@@ -346,7 +348,7 @@ def _write_segments(
     fit: _Fit,
     described: _Description,
     stamp: list[Column],
-) -> tuple[SegmentationState, dict[int, int]]:
+) -> tuple[SegmentationState, SegmentCounts]:
     """Assign every customer, write customer_segments, then save the state with its reference distributions
     (segment shares and feature deciles, what `seg score` measures drift against)."""
     snapshot, database = config.features.snapshot_date, config.storage.database
@@ -363,16 +365,17 @@ def _write_segments(
         feature_edges={},
         feature_shares={},
     )
+    segments = assign(fit.vectors, fit.model, state).select("*", *stamp)
     warehouse.write_snapshot(
-        assign(fit.vectors, fit.model, state).select("*", *stamp), database, SEGMENTS_TABLE, snapshot
+        with_lifetime_value(warehouse, database, snapshot, segments), database, SEGMENTS_TABLE, snapshot
     )
     # One aggregation gives the customer count, the shares and the novel count.
     counts = segment_counts(warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot))
-    total = sum(counts.values())
     edges = decile_edges(described.features, described.feature_names)
     state = replace(
         state,
-        segment_shares={segment: count / total for segment, count in counts.items()},
+        segment_shares=counts.shares(),
+        novel_share=counts.novel_share,
         feature_edges=edges,
         feature_shares=bin_shares(described.features, edges),
     )
@@ -402,19 +405,22 @@ def _write_profiles(
     )
 
 
-def _summaries(described: _Description, surrogate: Surrogate, total: int) -> list[SegmentSummary]:
+def _summaries(described: _Description, surrogate: Surrogate, counts: SegmentCounts) -> list[SegmentSummary]:
+    """The catalog's sizes count every member; the profiles describe the typical (not novel) ones."""
     names = described.names
+    shares = counts.shares()
     return [
         SegmentSummary(
             segment_id=segment_id,
             name=names[segment_id].name,
-            size=profile.size,
-            share=profile.size / max(total, 1),
+            size=counts.by_segment.get(segment_id, 0),
+            share=shares.get(segment_id, 0.0),
             description=names[segment_id].description,
             action=names[segment_id].action,
             top_features=profile.describe_top(),
             rules=surrogate.rules.get(segment_id, []),
             continues_previous=described.matching.similarity.get(segment_id),
+            value=counts.value.get(segment_id),
         )
         for segment_id, profile in described.by_segment.items()
     ]
@@ -550,6 +556,9 @@ def _write_catalog(
             s.rules,
             s.continues_previous,
             s.continues_previous is None,
+            s.value.expected_purchases if s.value else None,
+            s.value.expected_spend if s.value else None,
+            s.value.probability_alive if s.value else None,
         )
         for s in summaries
     ]
@@ -557,10 +566,17 @@ def _write_catalog(
         rows,
         "segment_id int, segment_name string, description string, action string, naming_rule string, "
         "segment_size long, segment_share double, top_features array<string>, surrogate_rules array<string>, "
-        "previous_similarity double, is_new boolean",
+        "previous_similarity double, is_new boolean, expected_purchases double, expected_spend double, "
+        "mean_probability_alive double",
     )
+    # The lifetime value columns came later: they stay last, where they were added to older tables.
+    value_columns = ["expected_purchases", "expected_spend", "mean_probability_alive"]
     warehouse.write_snapshot(
-        frame.select("*", *run_columns(snapshot, version)),
+        frame.select(
+            *[name for name in frame.columns if name not in value_columns],
+            *run_columns(snapshot, version),
+            *value_columns,
+        ),
         database,
         SEGMENT_CATALOG_TABLE,
         snapshot,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyspark.ml.functions import array_to_vector
@@ -15,13 +15,15 @@ from pyspark.sql import functions as F
 from seglib.contract.artifacts import Artifacts
 from seglib.contract.errors import InputDataError
 from seglib.contract.tables import (
+    CUSTOMER_VALUE_TABLE,
     EMBEDDING_COLUMN,
     ERROR_COLUMN,
-    NOVEL_SEGMENT_ID,
-    NOVEL_SEGMENT_NAME,
+    LEGACY_NOVEL_SEGMENT_ID,
+    LIFETIME_VALUE_COLUMNS,
     SNAPSHOT_COLUMN,
 )
 from seglib.platform.files import HadoopFiles
+from seglib.platform.warehouse import Warehouse
 from seglib.segments.algorithms import (
     PREDICTION,
     ClusteringModel,
@@ -42,9 +44,10 @@ class SegmentationState:
     centers: dict[int, list[float]]  # by model index
     names: dict[int, str]  # by segment id
     novelty_threshold: float
-    segment_shares: dict[int, float]  # by segment id, novel customers under NOVEL_SEGMENT_ID
+    segment_shares: dict[int, float]  # by segment id, every customer (novel ones in their nearest segment)
     feature_edges: dict[str, list[float]]
     feature_shares: dict[str, dict[int, float]]
+    novel_share: float = 0.0  # share of the training snapshot's customers flagged novel
 
     def to_json(self) -> str:
         data = asdict(self) | {"snapshot": self.snapshot.isoformat()}
@@ -57,6 +60,9 @@ class SegmentationState:
         def ints(mapping: dict[str, Any]) -> dict[int, Any]:
             return {int(key): value for key, value in mapping.items()}
 
+        shares = ints(data["segment_shares"])
+        # States saved before novelty became a flag kept novel customers under a segment id of their own.
+        legacy_novel_share = shares.pop(LEGACY_NOVEL_SEGMENT_ID, 0.0)
         return cls(
             snapshot=dt.date.fromisoformat(data["snapshot"]),
             model_version=data["model_version"],
@@ -65,9 +71,10 @@ class SegmentationState:
             centers=ints(data["centers"]),
             names=ints(data["names"]),
             novelty_threshold=float(data["novelty_threshold"]),
-            segment_shares=ints(data["segment_shares"]),
+            segment_shares=shares,
             feature_edges=data["feature_edges"],
-            feature_shares={name: ints(shares) for name, shares in data["feature_shares"].items()},
+            feature_shares={name: ints(bins) for name, bins in data["feature_shares"].items()},
+            novel_share=float(data.get("novel_share", legacy_novel_share)),
         )
 
 
@@ -100,7 +107,10 @@ def load_state(
 
 def assign(embeddings: DataFrame, model: ClusteringModel, state: SegmentationState) -> DataFrame:
     """Customers of `embeddings` (customer_id, embedding, reconstruction_error, the vector column) with
-    their segments; novel customers get segment NOVEL_SEGMENT_ID and keep the model's choice beside it."""
+    their segments. Every customer gets the model's segment; `is_novel` flags those whose reconstruction
+    error is above the threshold. Novelty is a flag, not a segment: a customer base that drifts away from
+    the training snapshot (an ageing cohort) still gets marketing segments while the flag and the drift
+    record say that it is time to retrain."""
     columns = assignment_columns(F.col(EMBEDDING_COLUMN), F.col(PREDICTION), state.centers, state.segment_of)
     novel = F.col(ERROR_COLUMN) > F.lit(state.novelty_threshold)
     names = literal_map(state.names)
@@ -114,12 +124,10 @@ def assign(embeddings: DataFrame, model: ClusteringModel, state: SegmentationSta
         )
         .select(
             "customer_id",
-            F.when(F.col("is_novel"), F.lit(NOVEL_SEGMENT_ID))
-            .otherwise(F.col("model_segment_id"))
-            .alias("segment_id"),
-            F.when(F.col("is_novel"), F.lit(NOVEL_SEGMENT_NAME))
-            .otherwise(names[F.col("model_segment_id")])
-            .alias("segment_name"),
+            F.col("model_segment_id").alias("segment_id"),
+            names[F.col("model_segment_id")].alias("segment_name"),
+            # Kept for the warehouse queries written when novel customers had a segment of their own:
+            # since novelty became a flag it always equals segment_id.
             "model_segment_id",
             "distance_to_centroid",
             "second_segment_id",
@@ -131,6 +139,19 @@ def assign(embeddings: DataFrame, model: ClusteringModel, state: SegmentationSta
     )
 
 
+def with_lifetime_value(
+    warehouse: Warehouse, database: str, snapshot: dt.date, segments: DataFrame
+) -> DataFrame:
+    """`segments` with the snapshot's lifetime value columns (LIFETIME_VALUE_COLUMNS) at the end: null for
+    customers without a purchase, and for all when the features stage wrote no customer_value rows."""
+    if warehouse.exists(database, CUSTOMER_VALUE_TABLE):
+        values = warehouse.read_snapshot(database, CUSTOMER_VALUE_TABLE, snapshot).select(
+            "customer_id", *LIFETIME_VALUE_COLUMNS
+        )
+        return segments.join(values, "customer_id", "left").select(*segments.columns, *LIFETIME_VALUE_COLUMNS)
+    return segments.select("*", *[F.lit(None).cast("double").alias(name) for name in LIFETIME_VALUE_COLUMNS])
+
+
 def embedding_vectors(embeddings: DataFrame) -> DataFrame:
     return embeddings.select(
         "customer_id",
@@ -140,6 +161,66 @@ def embedding_vectors(embeddings: DataFrame) -> DataFrame:
     )
 
 
-def segment_counts(segments: DataFrame) -> dict[int, int]:
-    """Customers per segment id (novel customers under NOVEL_SEGMENT_ID): k + 1 rows to the driver."""
-    return {row["segment_id"]: int(row["count"]) for row in segments.groupBy("segment_id").count().collect()}
+@dataclass(frozen=True)
+class SegmentValue:
+    """A segment's lifetime value over clv.horizon_days: totals, and the mean chance of being active."""
+
+    expected_purchases: float | None  # None where the models could not be fitted
+    expected_spend: float | None
+    probability_alive: float | None  # mean over the members with a purchase
+    valued_customers: int
+
+
+@dataclass(frozen=True)
+class SegmentCounts:
+    by_segment: dict[int, int]  # every customer, novel ones included
+    novel: int
+    value: dict[int, SegmentValue] = field(default_factory=dict)
+
+    @property
+    def customers(self) -> int:
+        return sum(self.by_segment.values())
+
+    def shares(self) -> dict[int, float]:
+        return {segment: count / max(self.customers, 1) for segment, count in self.by_segment.items()}
+
+    @property
+    def novel_share(self) -> float:
+        return self.novel / max(self.customers, 1)
+
+
+def segment_counts(segments: DataFrame) -> SegmentCounts:
+    """Customers per segment, the novel ones among them and the segments' lifetime value: one aggregation,
+    at most 2k rows to the driver."""
+    valued = "expected_purchases" in segments.columns
+    extra = (
+        [
+            F.sum("expected_purchases").alias("purchases"),
+            F.sum("expected_spend").alias("spend"),
+            F.sum("probability_alive").alias("alive"),
+            F.count("probability_alive").alias("valued"),
+        ]
+        if valued
+        else []
+    )
+    by_segment: dict[int, int] = {}
+    totals: dict[int, list[Any]] = {}
+    novel = 0
+    for row in (
+        segments.groupBy("segment_id", "is_novel").agg(F.count(F.lit(1)).alias("count"), *extra).collect()
+    ):
+        segment = row["segment_id"]
+        by_segment[segment] = by_segment.get(segment, 0) + int(row["count"])
+        novel += int(row["count"]) if row["is_novel"] else 0
+        if valued:
+            sums = totals.setdefault(segment, [None, None, None, 0])
+            for index, name in enumerate(("purchases", "spend", "alive", "valued")):
+                if row[name] is not None:  # a sum over no value is null: the model was not fitted
+                    sums[index] = (sums[index] or 0) + row[name]
+    value = {
+        segment: SegmentValue(
+            purchases, spend, alive / count if alive is not None and count else None, int(count)
+        )
+        for segment, (purchases, spend, alive, count) in totals.items()
+    }
+    return SegmentCounts(by_segment, novel, value)

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from seglib.contract.config import DriftConfig
-from seglib.contract.tables import NOVEL_SEGMENT_ID
-from seglib.segments.state import SegmentationState
+from seglib.segments.state import SegmentationState, SegmentCounts
 
 Bin = TypeVar("Bin", bound=Hashable)
 _FLOOR = 1e-4  # a share of zero would make the index infinite
@@ -48,15 +47,14 @@ def population_stability(reference: Mapping[Bin, float], current: Mapping[Bin, f
 
 def measure_drift(
     state: SegmentationState,
-    counts: Mapping[int, int],
+    counts: SegmentCounts,
     current_bins: Mapping[str, Mapping[int, float]],
     settings: DriftConfig,
 ) -> DriftReport:
     """Drift of a scored snapshot against the segmentation's reference, with the warnings that recommend
-    retraining. `counts`: the scored customers per segment id (novel ones under NOVEL_SEGMENT_ID);
+    retraining. `counts`: the scored customers per segment and the novel ones among them;
     `current_bins`: the snapshot's share of customers per feature bin, binned at the state's edges."""
-    total = sum(counts.values())
-    current_shares = {segment: count / max(total, 1) for segment, count in counts.items()}
+    current_shares = counts.shares()
     reference_shares = state.segment_shares
     segments = sorted(set(reference_shares) | set(current_shares))
     segment_psi = population_stability(reference_shares, current_shares)
@@ -64,12 +62,12 @@ def measure_drift(
         name: population_stability(state.feature_shares[name], current_bins[name])
         for name in sorted(state.feature_edges)
     }
-    novel_share = current_shares.get(NOVEL_SEGMENT_ID, 0.0)
+    novel_share = counts.novel_share
     report = DriftReport(
         feature_psi=feature_psi,
         segment_psi=segment_psi,
         novel_share=novel_share,
-        reference_novel_share=reference_shares.get(NOVEL_SEGMENT_ID, 0.0),
+        reference_novel_share=state.novel_share,
         shares={s: (reference_shares.get(s, 0.0), current_shares.get(s, 0.0)) for s in segments},
     )
     drifted = {name: psi for name, psi in feature_psi.items() if psi > settings.feature_psi_warning}

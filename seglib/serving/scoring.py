@@ -23,7 +23,6 @@ from seglib.contract.tables import (
     DRIFT_TABLE,
     EMBEDDINGS_TABLE,
     FEATURES_TABLE,
-    NOVEL_SEGMENT_ID,
     RUNS_TABLE,
     SEGMENTS_TABLE,
     SNAPSHOT_COLUMN,
@@ -33,7 +32,14 @@ from seglib.platform.warehouse import Warehouse, retry_concurrent_commits
 from seglib.representation.embedding import embed
 from seglib.representation.model_store import model_preprocessing_version
 from seglib.segments.reference import bin_shares
-from seglib.segments.state import assign, embedding_vectors, load_state, run_columns, segment_counts
+from seglib.segments.state import (
+    assign,
+    embedding_vectors,
+    load_state,
+    run_columns,
+    segment_counts,
+    with_lifetime_value,
+)
 from seglib.serving.drift import DRIFT_SCHEMA, DriftReport, drift_rows, measure_drift
 
 log = logging.getLogger(__name__)
@@ -111,6 +117,7 @@ def upsert_segments(warehouse: Warehouse, database: str, scored: DataFrame, snap
     from delta.tables import DeltaTable
 
     warehouse.claim(database, SEGMENTS_TABLE)
+    warehouse.add_missing_columns(database, SEGMENTS_TABLE, scored.schema)
     day = f"DATE'{snapshot.isoformat()}'"
 
     def merge() -> None:
@@ -149,7 +156,12 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     features(spark, config, preprocessing_version=model_preprocessing_version(spark, artifacts, version))
     embed(spark, config, model_version=version)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
-    scored = assign(embedding_vectors(embeddings), model, state).select("*", *run_columns(snapshot, version))
+    scored = with_lifetime_value(
+        warehouse,
+        database,
+        snapshot,
+        assign(embedding_vectors(embeddings), model, state).select("*", *run_columns(snapshot, version)),
+    )
     upsert_segments(warehouse, database, scored, snapshot)
     current = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot).where(
         F.col("model_version") == F.lit(version)
@@ -167,5 +179,4 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     warehouse.write_snapshot(record, database, DRIFT_TABLE, snapshot)
     for text in report.warnings:
         log.warning("drift in snapshot %s: %s", snapshot, text)
-    customers, novel = sum(counts.values()), counts.get(NOVEL_SEGMENT_ID, 0)
-    return ScoreResult(snapshot, segmentation_snapshot, version, customers, novel, report)
+    return ScoreResult(snapshot, segmentation_snapshot, version, counts.customers, counts.novel, report)

@@ -3,6 +3,7 @@ Petastorm, Delta."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import itertools
 import json
@@ -31,7 +32,8 @@ SCHEMAS = {
     "customer_segments": (
         "struct<customer_id:string,segment_id:int,segment_name:string,model_segment_id:int,"
         "distance_to_centroid:double,second_segment_id:int,second_distance:double,confidence_margin:double,"
-        "reconstruction_error:double,is_novel:boolean,snapshot_date:date,model_version:string>"
+        "reconstruction_error:double,is_novel:boolean,snapshot_date:date,model_version:string,"
+        "probability_alive:double,expected_purchases:double,expected_spend:double>"
     ),
     "segment_profiles": (
         "struct<segment_id:int,segment_name:string,segment_size:bigint,segment_share:double,feature:string,"
@@ -41,7 +43,18 @@ SCHEMAS = {
     "segment_catalog": (
         "struct<segment_id:int,segment_name:string,description:string,action:string,naming_rule:string,"
         "segment_size:bigint,segment_share:double,top_features:array<string>,surrogate_rules:array<string>,"
-        "previous_similarity:double,is_new:boolean,snapshot_date:date,model_version:string>"
+        "previous_similarity:double,is_new:boolean,snapshot_date:date,model_version:string,"
+        "expected_purchases:double,expected_spend:double,mean_probability_alive:double>"
+    ),
+    "customer_value": (
+        "struct<customer_id:string,repeat_purchases:double,purchase_span_weeks:double,observed_weeks:double,"
+        "repeat_spend_mean:double,probability_alive:double,expected_purchases:double,"
+        "expected_spend_per_purchase:double,expected_spend:double,snapshot_date:date>"
+    ),
+    "lifetime_value_fit": (
+        "struct<status:string,horizon_days:int,customers_fitted:bigint,repeat_buyers_fitted:bigint,r:double,"
+        "alpha:double,a:double,b:double,bgnbd_log_likelihood:double,p:double,q:double,gamma:double,"
+        "gamma_gamma_log_likelihood:double,snapshot_date:date>"
     ),
 }
 
@@ -88,9 +101,13 @@ def test_every_customer_is_segmented_exactly_once(spark, pipeline_run):
     assert segments.select("customer_id").distinct().count() == 1500
     assert segments.join(customers, "customer_id", "left_anti").count() == 0
     k = pipeline_run[1].clustering.k
-    typical = segments.where("NOT is_novel")
-    assert {row[0] for row in typical.select("segment_id").distinct().collect()} == set(range(k))
-    assert segments.where("is_novel AND segment_id != -1").count() == 0
+    # Novelty is a flag beside a real segment, never a segment of its own.
+    assert {row[0] for row in segments.select("segment_id").distinct().collect()} == set(range(k))
+    assert segments.where("segment_id != model_segment_id OR segment_name IS NULL").count() == 0
+    novel = segments.where("is_novel").count()
+    assert novel == pipeline_run[1].clustering.novel_customers
+    catalog = spark.table(f"{config.storage.database}.segment_catalog").collect()
+    assert sum(row["segment_size"] for row in catalog) == 1500
 
 
 def test_tables_have_the_documented_schemas(spark, pipeline_run):
@@ -137,13 +154,52 @@ def test_profiles_are_consistent_with_the_segments(spark, pipeline_run):
         .distinct()
         .collect()
     }
-    assert profile_sizes == sizes
-    assert [summary.size for summary in report.clustering.segments] == sorted(sizes.values(), reverse=True)
+    assert profile_sizes == sizes  # the profiles describe the typical members
+    assert [sizes[segment] for segment in sorted(sizes)] == sorted(sizes.values(), reverse=True)
+    members = {
+        row["segment_id"]: row["count"]
+        for row in spark.table(f"{database}.customer_segments").groupBy("segment_id").count().collect()
+    }
+    # The catalog counts every member, novel ones included.
+    assert {summary.segment_id: summary.size for summary in report.clustering.segments} == members
     monetary = spark.sql(
         f"SELECT sum(segment_mean * segment_share) AS weighted, max(population_mean) AS population "
         f"FROM {database}.segment_profiles WHERE feature = 'monetary_total'"
     ).first()
     assert monetary["weighted"] == pytest.approx(monetary["population"], rel=1e-9)
+
+
+def test_lifetime_value_is_fitted_per_customer_and_summed_per_segment(spark, pipeline_run):
+    config, _, _ = pipeline_run
+    database, snapshot = config.storage.database, config.features.snapshot_date
+    fit = spark.table(f"{database}.lifetime_value_fit").where(f"snapshot_date = DATE'{snapshot}'").collect()
+    assert len(fit) == 1 and fit[0]["status"] == "fitted" and fit[0]["horizon_days"] == 365
+    assert all(fit[0][name] > 0 for name in ("r", "alpha", "a", "b", "p", "q", "gamma")) and fit[0]["q"] > 1
+    buyers = spark.table(f"{database}.customer_features").where(
+        f"snapshot_date = DATE'{snapshot}' AND frequency > 0"
+    )
+    values = spark.table(f"{database}.customer_value").where(f"snapshot_date = DATE'{snapshot}'")
+    assert values.count() == buyers.count() == fit[0]["customers_fitted"]
+    assert values.where("NOT (probability_alive BETWEEN 0 AND 1) OR expected_spend < 0").count() == 0
+    segments = spark.table(f"{database}.customer_segments").where(f"snapshot_date = DATE'{snapshot}'")
+    # Customers without a purchase before the snapshot have no lifetime value, not a zero one.
+    never_bought = segments.join(buyers.select("customer_id"), "customer_id", "left_anti")
+    assert never_bought.where("expected_spend IS NOT NULL").count() == 0
+    sums = {row["segment_id"]: row for row in segments.groupBy("segment_id").agg(
+        F.sum("expected_spend").alias("spend"), F.avg("probability_alive").alias("alive")).collect()}  # fmt: skip
+    catalog = spark.table(f"{database}.segment_catalog").where(f"snapshot_date = DATE'{snapshot}'").collect()
+    for row in catalog:
+        assert row["expected_spend"] == pytest.approx(sums[row["segment_id"]]["spend"], rel=1e-9)
+        assert row["mean_probability_alive"] == pytest.approx(sums[row["segment_id"]]["alive"], rel=1e-9)
+    # The planted lapsing customers stopped buying long ago: BG/NBD gives them the lowest chance of
+    # still being active and the fewest purchases ahead; loyal customers buy more than the average.
+    alive = {row["segment_name"]: row["mean_probability_alive"] for row in catalog}
+    purchases = {row["segment_name"]: row["expected_purchases"] / row["segment_size"] for row in catalog}
+    lapsing = "Lapsing valuable customers"
+    assert min(alive, key=alive.get) == min(purchases, key=purchases.get) == lapsing
+    assert alive[lapsing] < 0.5 < min(value for name, value in alive.items() if name != lapsing)
+    average = sum(row["expected_purchases"] for row in catalog) / sum(row["segment_size"] for row in catalog)
+    assert purchases["Loyal high spenders"] > 1.2 * average
 
 
 def segments_against_personas(spark, config) -> tuple[list[str], list[int]]:
@@ -428,9 +484,10 @@ def test_scoring_late_customers_merges_them_like_a_full_run_and_flags_novel_ones
     assert {customer: after[customer] for customer in before} == before
     # ... and a late customer whose data equals an existing customer's gets that customer's segment.
     assert all(after[copy][:2] == before[original][:2] for copy, original in copy_of.items())
-    for customer in extremes:
-        assert after[customer][:2] == (-1, "Novel customers")
-    assert result.novel_customers == 3 + sum(1 for value in before.values() if value[0] == -1)
+    flagged = {row["customer_id"]: row for row in spark.table(f"{database}.customer_segments").collect()}
+    for customer in extremes:  # far outside the training range: flagged, and still in a real segment
+        assert flagged[customer]["is_novel"] and after[customer][0] in {value[0] for value in before.values()}
+    assert result.novel_customers == 3 + sum(1 for customer in before if flagged[customer]["is_novel"])
     drift = {
         row["metric"]: row
         for row in spark.table(f"{database}.segment_drift").collect()
@@ -521,6 +578,38 @@ def test_drift_rises_and_asks_for_retraining_when_the_persona_mix_shifts(spark, 
     page = Path(report(spark, shifted).location.removeprefix("file://")).read_text()
     assert "600 customers scored with the segmentation trained on snapshot 2025-12-31" in page
     assert "Retraining recommended" in page and "segment_psi" in page
+
+
+def test_an_ageing_customer_base_keeps_its_segments_while_drift_asks_for_retraining(spark, pipeline_run):
+    """Nine months after the training snapshot, with no purchase since, tenure and recency are beyond
+    anything the model was trained on. The encoder sees its inputs clipped to the training range, every
+    customer keeps a real segment (novelty is only a flag), and the drift record recommends retraining."""
+    from seglib.serving.scoring import score
+
+    config, _, _ = pipeline_run
+    database, first, aged = config.storage.database, config.features.snapshot_date, dt.date(2026, 9, 30)
+    later = config.model_copy(
+        update={
+            "features": config.features.model_copy(
+                update={"snapshot_date": aged, "snapshot_grace_days": 300}
+            ),
+            "score": config.score.model_copy(update={"segmentation_snapshot": first}),
+        }
+    )
+    result = score(spark, later)
+    rows = spark.table(f"{database}.customer_segments").where(f"snapshot_date = DATE'{aged}'").collect()
+    catalog = spark.table(f"{database}.segment_catalog").where(f"snapshot_date = DATE'{first}'").collect()
+    trained = {row["segment_id"]: row["segment_name"] for row in catalog}
+    assert len(rows) == result.customers > 1500
+    assert all(trained.get(row["segment_id"]) == row["segment_name"] for row in rows)
+    sizes = collections.Counter(row["segment_id"] for row in rows)
+    print(f"aged cohort: {result.novel_customers / result.customers:.1%} novel; segments {dict(sizes)}")
+    assert len(sizes) >= 2 and max(sizes.values()) < 0.9 * len(rows)  # not everyone in one segment
+    assert result.drift.retrain_recommended
+    warnings = spark.table(f"{database}.segment_drift").where(f"snapshot_date = DATE'{aged}' AND warning")
+    assert warnings.count() > 0
+    features = spark.table(f"{database}.customer_features").where(f"snapshot_date = DATE'{aged}'")
+    assert features.agg(F.min("recency_days")).first()[0] >= 273  # the stored features keep true values
 
 
 def _segment_named(spark, config, name: str) -> int:

@@ -39,6 +39,28 @@ def test_rewriting_a_snapshot_replaces_its_rows_and_keeps_the_others(spark, make
     ]
 
 
+@pytest.mark.parametrize("table_format", ["delta", "parquet"])
+def test_columns_a_newer_seglib_writes_are_added_and_read_as_null_in_older_snapshots(
+    spark, make_config, table_format
+):
+    config = make_config(f"storage.format={table_format}")
+    warehouse = Warehouse.from_config(spark, config)
+    database = config.storage.database
+    warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [1.0, 2.0]), database, "scores", DAY_1)
+    wider = snapshot_rows(spark, DAY_2, [4.0]).withColumn("expected_spend", F.lit(12.5))
+    warehouse.write_snapshot(wider, database, "scores", DAY_2)
+    rows = spark.sql(f"SELECT * FROM {database}.scores ORDER BY snapshot_date, customer_id").collect()
+    columns = set(spark.table(f"{database}.scores").columns)
+    assert columns == {"customer_id", "value", "snapshot_date", "expected_spend"}
+    assert [(row["snapshot_date"], row["value"], row["expected_spend"]) for row in rows] == [
+        (DAY_1, 1.0, None), (DAY_1, 2.0, None), (DAY_2, 4.0, 12.5),
+    ]  # fmt: skip
+    # The older snapshot rewritten with the new columns, and a rewrite without a change, keep working.
+    warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [3.0]).withColumn("expected_spend", F.lit(1.0)), database, "scores", DAY_1)  # fmt: skip
+    warehouse.write_snapshot(wider, database, "scores", DAY_2)
+    assert spark.sql(f"SELECT sum(expected_spend) FROM {database}.scores").first()[0] == 13.5
+
+
 def test_delta_snapshot_rewrite_is_one_commit_each(spark, make_config):
     config = make_config()
     warehouse = Warehouse.from_config(spark, config)

@@ -60,3 +60,20 @@ def test_a_scored_snapshot_names_its_segmentation_and_shows_drift_warnings():
     assert "all segments" not in page  # only warnings are listed
     quiet = render_html(SCORED, TRAINED, 1700, run, CATALOG, {}, drift[1:])
     assert "No drift beyond the thresholds." in quiet
+
+
+def test_cards_say_which_rule_named_each_segment_and_show_its_lifetime_value():
+    valued = [
+        Row(**CATALOG[0].asDict(), naming_rule="deal_seekers", expected_purchases=1250.4, expected_spend=30012.5,
+            mean_probability_alive=0.734),
+        Row(**CATALOG[1].asDict(), naming_rule=None, expected_purchases=None, expected_spend=None,
+            mean_probability_alive=None),
+    ]  # fmt: skip
+    page = render_html(TRAINED, TRAINED, 1500, run_row(), valued, {}, [], value_horizon_days=365)
+    first, second = page.split('data-segment="7"')
+    assert "named by rule <code>deal_seekers</code>" in first
+    assert "next 365 days (BG/NBD, Gamma-Gamma): 1,250 purchases, 30,012 spend (33.35 per customer)" in first
+    assert "73% of its buyers likely still active" in first
+    assert "no naming rule fits: named by its features" in second and "next 365 days" not in second
+    # Without a fitted lifetime value (older runs, clv.enabled false) no value line appears.
+    assert "next 365 days" not in render_html(TRAINED, TRAINED, 1500, run_row(), valued, {}, [])

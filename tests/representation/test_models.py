@@ -39,7 +39,7 @@ def test_encode_batches_embeds_each_arrow_batch_and_measures_its_reconstruction_
     model = build_model(AutoencoderSpec(input_dim=4, hidden_dims=(8,), embedding_dim=2)).eval()
     rows = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     batches = [pd.Series(list(rows[:3])), pd.Series([], dtype=object), pd.Series(list(rows[3:]))]
-    outputs = list(encode_batches(serialize(model), iter(batches)))
+    outputs = list(encode_batches(serialize(model), None, iter(batches)))
     assert [len(batch) for batch in outputs] == [3, 0, 2]
     embedded = np.stack([*outputs[0]["embedding"], *outputs[2]["embedding"]])
     errors = np.concatenate([outputs[0]["reconstruction_error"], outputs[2]["reconstruction_error"]])
@@ -48,6 +48,27 @@ def test_encode_batches_embeds_each_arrow_batch_and_measures_its_reconstruction_
         reconstructed = model(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(embedded, expected, rtol=1e-6)
     np.testing.assert_allclose(errors, ((reconstructed - rows) ** 2).mean(axis=1), rtol=1e-5)
+
+
+def test_inputs_outside_the_training_range_are_encoded_clipped_and_their_error_is_measured_unclipped():
+    """An ageing customer (an input beyond anything trained on) is embedded at the edge of the range; the
+    reconstruction error still compares against the true input, so a far-out customer stays novel."""
+    torch.manual_seed(2)
+    model = build_model(AutoencoderSpec(input_dim=3, hidden_dims=(6,), embedding_dim=2)).eval()
+    bounds = ([-1.0, -2.0, 0.0], [1.0, 2.0, 1.0])
+    rows = np.array([[0.5, 9.0, 0.5], [0.5, 2.0, 0.5], [-30.0, 0.0, 1.0], [-1.0, 0.0, 1.0]], dtype=np.float32)
+    (out,) = encode_batches(serialize(model), bounds, iter([pd.Series(list(rows))]))
+    embedded = np.stack(out["embedding"])
+    np.testing.assert_allclose(embedded[0], embedded[1], rtol=1e-6)  # 9.0 is clipped to 2.0
+    np.testing.assert_allclose(embedded[2], embedded[3], rtol=1e-6)  # -30.0 is clipped to -1.0
+    with torch.no_grad():
+        edge = model(torch.from_numpy(rows[[1, 3]])).numpy()
+    errors = out["reconstruction_error"].to_numpy()
+    np.testing.assert_allclose(errors[[0, 2]], ((edge - rows[[0, 2]]) ** 2).mean(axis=1), rtol=1e-5)
+    assert errors[2] > 100 * errors[3]
+    # Without a range (models trained before it was saved) the inputs are encoded as they are.
+    (unclipped,) = encode_batches(serialize(model), None, iter([pd.Series(list(rows))]))
+    assert not np.allclose(np.stack(unclipped["embedding"])[0], embedded[1])
 
 
 def test_layers_follow_activation_batch_norm_and_dropout_settings():
