@@ -39,6 +39,7 @@ and the agreement between seeds.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import math
 import os
@@ -58,11 +59,14 @@ from pyspark.sql import functions as F
 from seglib.cli import configure_logging
 from seglib.contract.config import ClusterConfig, SeglibConfig, load_config
 from seglib.contract.tables import (
+    CUSTOMER_VALUE_TABLE,
     FEATURE_VECTOR_COLUMN,
     FEATURES_TABLE,
+    LIFETIME_VALUE_FIT_TABLE,
     SEGMENT_CATALOG_TABLE,
     SEGMENTS_TABLE,
 )
+from seglib.numerics.lifetime_value import BetaGeometricNBD
 from seglib.pipeline import run_pipeline
 from seglib.platform.session import open_session
 from seglib.platform.warehouse import Warehouse
@@ -339,6 +343,63 @@ def evaluate(
     return result
 
 
+def lifetime_value_accuracy(
+    spark: SparkSession, log: RealLog, config: SeglibConfig, inputs: dict[str, Path]
+) -> dict[str, float]:
+    """seglib's BG/NBD + Gamma-Gamma fit at the snapshot against what happened in the future window:
+    purchase days (totals and per customer, against the naive forecast "the past daily rate goes on")
+    and the rank correlation of expected spend with actual future spend."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    warehouse = Warehouse.from_config(spark, config)
+    snapshot, database = config.features.snapshot_date, config.storage.database
+    fit = warehouse.read_snapshot(database, LIFETIME_VALUE_FIT_TABLE, snapshot).first()
+    if fit is None or fit["r"] is None:
+        return {}
+    purchases = BetaGeometricNBD(
+        fit["r"], fit["alpha"], fit["a"], fit["b"], fit["bgnbd_log_likelihood"], fit["customers_fitted"]
+    )
+    window_days = (dt.date.fromisoformat(log.future_end) - snapshot).days
+    lines = spark.read.parquet(str(inputs["transactions"])).where(
+        (F.to_date(log.timestamp) > F.lit(snapshot))
+        & (F.to_date(log.timestamp) <= F.lit(log.future_end))
+        & (F.col(log.amount) >= 0)
+    )
+    future = lines.groupBy(F.col(log.customer).cast("string").alias("customer_id")).agg(
+        F.countDistinct(F.to_date(log.timestamp)).alias("future_days"),
+        F.sum(log.amount).alias("future_spend"),
+    )
+    table = (
+        warehouse.read_snapshot(database, CUSTOMER_VALUE_TABLE, snapshot)
+        .join(future, "customer_id", "left")
+        .fillna(0.0, ["future_days", "future_spend"])
+        .select(
+            "repeat_purchases",
+            "purchase_span_weeks",
+            "observed_weeks",
+            "expected_spend_per_purchase",
+            "future_days",
+            "future_spend",
+        )
+        .toPandas()  # one row per customer of a public benchmark log (23,570 at most)
+    )
+    x, t_x, observed = (table[name].to_numpy(dtype=float) for name in table.columns[:3])
+    predicted = purchases.expected_purchases(window_days / 7.0, x, t_x, observed)
+    actual = table["future_days"].to_numpy(dtype=float)
+    naive = (x + 1) / np.maximum(observed * 7.0, 1.0) * window_days
+    spend = predicted * table["expected_spend_per_purchase"].to_numpy(dtype=float)
+    known = ~np.isnan(spend)
+    return {
+        "clv_window_days": float(window_days),
+        "clv_predicted_purchases": float(predicted.sum()),
+        "clv_actual_purchases": float(actual.sum()),
+        "clv_mae": float(np.abs(predicted - actual).mean()),
+        "clv_naive_mae": float(np.abs(naive - actual).mean()),
+        "clv_spend_spearman": float(spearmanr(spend[known], table["future_spend"].to_numpy()[known])[0]),
+    }
+
+
 def describe_segments(warehouse: Warehouse, config: SeglibConfig, medians: list[Row]) -> str:
     snapshot, database = config.features.snapshot_date, config.storage.database
     catalog = {
@@ -419,6 +480,19 @@ def main() -> None:
             headline[f"{short}_ari_seeds"] = stability(spark, configs[0], configs[1])
             print(f"  agreement of two runs with other seeds (ARI): {headline[f'{short}_ari_seeds']:.3f}")
         headline[f"{short}_k"] = scores["k"]
+        value = lifetime_value_accuracy(spark, log, configs[0], inputs)
+        if value:
+            print(
+                f"  lifetime value over the {value['clv_window_days']:.0f}-day future window: purchase days "
+                f"predicted {value['clv_predicted_purchases']:,.0f}, actual {value['clv_actual_purchases']:,.0f}; "
+                f"mean absolute error per customer {value['clv_mae']:.3f} (past rate carried on: "
+                f"{value['clv_naive_mae']:.3f}); Spearman of expected with actual spend "
+                f"{value['clv_spend_spearman']:.3f}"
+            )
+            headline[f"{short}_clv_purchases_ratio"] = value["clv_predicted_purchases"] / max(
+                value["clv_actual_purchases"], 1.0
+            )
+            headline[f"{short}_clv_spend_spearman"] = value["clv_spend_spearman"]
     print(
         "RESULT "
         + " ".join(

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seglib.contract.errors import ConfigError
-from seglib.segments.profiles import SegmentProfile, readable_number
+from seglib.segments.profiles import FeatureStat, SegmentProfile, readable_number
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +22,28 @@ class _RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+BOUNDS = ("above", "below", "median_at_least", "median_at_most", "mean_at_least", "mean_at_most")
+
+
 class Condition(_RuleModel):
-    """One feature compared with the population, in standard deviations (std_diff)."""
+    """One feature of a segment: compared with the population in standard deviations (above, below:
+    std_diff), or its median or mean against a fixed value in the feature's own units (lifecycle
+    states such as "bought once" or "last purchase over 90 days ago" are absolute, not relative)."""
 
     feature: str | list[str] = Field(
         description="A feature name, or alternatives: the first one present is used."
     )
     above: float | None = None
     below: float | None = None
+    median_at_least: float | None = None
+    median_at_most: float | None = None
+    mean_at_least: float | None = None
+    mean_at_most: float | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> Condition:
-        if (self.above is None) == (self.below is None):
-            raise ValueError(f"condition on {self.feature!r} needs exactly one of above or below")
+        if sum(getattr(self, bound) is not None for bound in BOUNDS) != 1:
+            raise ValueError(f"condition on {self.feature!r} needs exactly one of {', '.join(BOUNDS)}")
         return self
 
     def candidates(self) -> list[str]:
@@ -88,16 +97,41 @@ def _strength(rule: NamingRule, profile: SegmentProfile) -> float | None:
         )
         if name is None:
             return None
-        stat = profile.features[name]
+        margin = _margin(condition, profile.features[name])
+        if margin is None:
+            return None
+        margins.append(margin)
+    return sum(margins) / len(margins)
+
+
+def _margin(condition: Condition, stat: FeatureStat) -> float | None:
+    """How far one feature clears one bar, in population standard deviations (None: it does not).
+    An absolute bar's margin is scaled by the population spread that std_diff implies, so that
+    absolute and relative conditions weigh alike when segments compete for a rule."""
+    if condition.above is not None or condition.below is not None:
         if condition.above is not None:
             margin, away_from_average = stat.std_diff - condition.above, condition.above >= 0
         else:
             assert condition.below is not None
             margin, away_from_average = condition.below - stat.std_diff, condition.below <= 0
-        if margin < 0 or (away_from_average and not stat.significant):
-            return None
-        margins.append(margin)
-    return sum(margins) / len(margins)
+        return None if margin < 0 or (away_from_average and not stat.significant) else margin
+    on_median = condition.median_at_least is not None or condition.median_at_most is not None
+    value = stat.segment_median if on_median else stat.segment_mean
+    if value is None:
+        return None
+    at_least = condition.median_at_least if on_median else condition.mean_at_least
+    bar = (
+        at_least
+        if at_least is not None
+        else condition.median_at_most
+        if on_median
+        else condition.mean_at_most
+    )
+    assert bar is not None
+    difference = value - bar if at_least is not None else bar - value
+    if difference < 0:
+        return None
+    return difference / stat.population_sd if stat.population_sd > 0 else 0.0
 
 
 class _Fields(dict[str, str]):
@@ -133,14 +167,39 @@ def _fallback_name(profile: SegmentProfile) -> str:
     return (" & ".join(words)).capitalize()[:60]
 
 
+def _qualified_name(rule: NamingRule, profile: SegmentProfile) -> str:
+    """The name of a rule that a stronger segment took, qualified by this segment's most distinctive
+    feature among those the rule does not test ("One-time lapsed buyers, high monetary mean")."""
+    tested = {name for condition in rule.when for name in condition.candidates()}
+    other = next(
+        ((name, stat) for name, stat in profile.top(len(profile.features)) if name not in tested), None
+    )
+    if other is None:
+        return rule.name
+    name, stat = other
+    qualifier = f"{'high' if stat.std_diff > 0 else 'low'} {name.replace('_', ' ')}"
+    return f"{rule.name[: 58 - len(qualifier)]}, {qualifier}"[:60]
+
+
+def _unique(name: str, used: set[str]) -> str:
+    unique, suffix = name, 2
+    while unique in used:
+        unique, suffix = f"{name} ({suffix})", suffix + 1
+    used.add(unique)
+    return unique
+
+
 def name_segments(
     profiles: dict[int, SegmentProfile], rules: NamingRules, taken: set[str] | None = None
 ) -> dict[int, SegmentName]:
     """Each segment gets the first rule (in file order) whose conditions it meets and that no other
-    segment meets more strongly; otherwise a name built from its top features. Names are unique."""
+    segment meets more strongly. A segment that lost a rule to a stronger one and meets no later rule
+    gets that rule's name, texts and id, qualified by its most distinctive other feature; a segment
+    that met no rule at all a name built from its top features. Names are unique."""
     used = set(taken or ())
     remaining = dict(profiles)
     names: dict[int, SegmentName] = {}
+    lost: dict[int, NamingRule] = {}
     for rule in rules.rules:
         strengths = {
             segment_id: strength
@@ -148,21 +207,30 @@ def name_segments(
             if (strength := _strength(rule, profile)) is not None
         }
         if not strengths or rule.name in used:
+            for segment_id in strengths:
+                lost.setdefault(segment_id, rule)
             continue
         winner = max(strengths, key=lambda segment_id: (strengths[segment_id], -segment_id))
+        for segment_id in strengths:
+            if segment_id != winner:
+                lost.setdefault(segment_id, rule)
         profile = remaining.pop(winner)
         names[winner] = SegmentName(
             rule.name, _fill(rule.description, profile), _fill(rule.action, profile), rule.id
         )
         used.add(rule.name)
     for segment_id, profile in remaining.items():
-        name = base = _fallback_name(profile)
-        suffix = 2
-        while name in used:
-            name, suffix = f"{base} ({suffix})", suffix + 1
-        used.add(name)
+        rule_lost = lost.get(segment_id)
+        if rule_lost is not None:
+            names[segment_id] = SegmentName(
+                _unique(_qualified_name(rule_lost, profile), used),
+                _fill(rule_lost.description, profile),
+                _fill(rule_lost.action, profile),
+                rule_lost.id,
+            )
+            continue
         names[segment_id] = SegmentName(
-            name,
+            _unique(_fallback_name(profile), used),
             _fill(rules.fallback["description"], profile),
             _fill(rules.fallback["action"], profile),
             "fallback",

@@ -118,6 +118,12 @@ class FeatureStat:
     std_diff: float
     significant: bool
     lift: float | None
+    segment_median: float | None = None
+
+    @property
+    def population_sd(self) -> float:
+        """The population's standard deviation, as std_diff implies it (0 when it cannot tell)."""
+        return abs(self.segment_mean - self.population_mean) / abs(self.std_diff) if self.std_diff else 0.0
 
 
 @dataclass
@@ -147,7 +153,12 @@ def collect_profiles(profiles: DataFrame) -> dict[int, SegmentProfile]:
             row["segment_id"], SegmentProfile(row["segment_id"], row["segment_size"], row["segment_share"])
         )
         profile.features[row["feature"]] = FeatureStat(
-            row["segment_mean"], row["population_mean"], row["std_diff"], row["significant"], row["lift"]
+            row["segment_mean"],
+            row["population_mean"],
+            row["std_diff"],
+            row["significant"],
+            row["lift"],
+            row["segment_median"],
         )
     return dict(sorted(result.items()))
 

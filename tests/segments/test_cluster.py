@@ -1,4 +1,4 @@
-"""Units of the segmentation: statistics, k selection, matching, naming, tree rules, drift."""
+"""Units of the segmentation: statistics, k selection, matching, tree rules, drift."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from seglib.contract.config import ClusterConfig, SurrogateConfig
-from seglib.contract.errors import ConfigError
 from seglib.numerics.local_kmeans import best_local_kmeans, kmeans_plus_plus, local_kmeans, squared_distances
 from seglib.segments.algorithms import (
     assignment_columns,
@@ -24,8 +23,7 @@ from seglib.segments.algorithms import (
 )
 from seglib.segments.explanations import surrogate_tree
 from seglib.segments.matching import cosine_matrix, jaccard_matrix, match_segments, migration
-from seglib.segments.naming import load_naming_rules, name_segments
-from seglib.segments.profiles import FeatureStat, SegmentProfile, segment_profiles
+from seglib.segments.profiles import segment_profiles
 from seglib.segments.reference import bin_shares, decile_edges
 from seglib.segments.selection import (
     adjusted_rand_index,
@@ -134,69 +132,6 @@ def test_migration_counts_movers_new_and_departed_customers(spark):
     current = spark.createDataFrame([("a", 0), ("b", 1), ("d", 1)], "customer_id string, segment_id int")
     counts = {(r[0], r[1]): r[2] for r in migration(current, previous).collect()}
     assert counts == {(0, 0): 1, (0, 1): 1, (1, None): 1, (None, 1): 1}
-
-
-def profile(segment_id: int, share: float, **std_diffs: float) -> SegmentProfile:
-    features = {
-        name: FeatureStat(100 + 10 * value, 100.0, value, abs(value) > 0.2, (100 + 10 * value) / 100)
-        for name, value in std_diffs.items()
-    }
-    return SegmentProfile(segment_id, int(1000 * share), share, features)
-
-
-def test_names_follow_the_built_in_rules():
-    rules = load_naming_rules(None)
-    profiles = {
-        0: profile(0, 0.3, discount_share=1.4, monetary_365d=0.1, frequency_365d=0.3, recency_days=-0.1),
-        1: profile(1, 0.2, monetary_365d=1.3, frequency_365d=1.1, recency_days=-0.6, discount_share=-0.2),
-        2: profile(2, 0.2, recency_days=2.0, monetary_total=0.1, frequency=0.0),
-        3: profile(3, 0.1, discount_share=0.9, monetary_365d=-0.1),  # a weaker deal seeker
-        4: profile(4, 0.2, weekend_share=0.15, recency_days=0.1),  # nothing significant
-    }
-    names = name_segments(profiles, rules)
-    assert names[0].name == "Deal seekers" and names[0].rule == "deal_seekers"
-    assert names[1].name == "Loyal high spenders"
-    assert names[2].name == "Lapsing valuable customers"
-    assert names[0].description.startswith("Buy mostly on promotion: 114 of their orders")
-    # The stronger deal seeker keeps the name; the weaker one gets no rule and a fallback name.
-    assert names[3].rule == "fallback" and names[3].name == "High discount share"
-    assert names[4].name == "Average customers"
-    assert len({name.name for name in names.values()}) == 5
-    assert all(name.action for name in names.values())
-
-
-def test_customers_without_a_purchase_are_prospects_not_lapsing_buyers():
-    """Never-buyers carry the recency cap, which alone would read as 'long since the last purchase'."""
-    profiles = {
-        0: profile(0, 0.3, has_purchases=-2.5, recency_days=2.2, frequency=-0.9, monetary_total=-0.2),
-        1: profile(1, 0.7, has_purchases=0.4, recency_days=-0.6, frequency=0.3),
-    }
-    names = name_segments(profiles, load_naming_rules(None))
-    assert names[0].name == "Prospects without a purchase" and names[0].rule == "prospects"
-    assert "win-back" in names[0].action
-    assert names[1].name != "Prospects without a purchase"
-
-
-def test_custom_rules_file_names_segments_and_a_broken_one_is_refused(tmp_path):
-    path = tmp_path / "rules.yaml"
-    path.write_text(
-        "rules:\n"
-        "  - id: night_owls\n    name: Night owls\n    when: [{feature: daypart_night_share, above: 0.5}]\n"
-        "    description: '{daypart_night_share} of purchases at night (all: {daypart_night_share_population})'\n"
-        "    action: Send offers after 22:00.\n"
-        "fallback: {description: 'Other: {top_features}', action: Review.}\n"
-    )
-    names = name_segments(
-        {0: profile(0, 0.5, daypart_night_share=1.0), 1: profile(1, 0.5, age=-0.9)},
-        load_naming_rules(str(path)),
-    )
-    assert names[0].name == "Night owls" and names[0].description == "110 of purchases at night (all: 100)"
-    assert names[1].name == "Low age" and names[1].description == "Other: age low"
-    path.write_text(
-        "rules:\n  - id: x\n    name: X\n    when: [{feature: age}]\n    description: d\n    action: a\nfallback: {}\n"
-    )
-    with pytest.raises(ConfigError, match="needs exactly one of above or below"):
-        load_naming_rules(str(path))
 
 
 def test_prediction_strength_is_the_weakest_segments_share_of_pairs_kept_together():
