@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seglib.contract.config import PIPELINE_ORDER, SeglibConfig, load_config
-from seglib.contract.errors import SeglibError
+from seglib.contract.errors import ExitStatus, SeglibError, exit_status
 
 log = logging.getLogger("seglib")
 
@@ -162,9 +162,18 @@ def execute(
         return None
     with progress_of(spark, command):
         if command == "score":
+            from seglib.platform.databricks import set_task_values
             from seglib.serving.scoring import score
 
             result = score(spark, config)
+            set_task_values(
+                spark,
+                {
+                    "retrain_recommended": result.drift.retrain_recommended,
+                    "segment_psi": round(result.drift.segment_psi, 6),
+                    "novel_share": round(result.drift.novel_share, 6),
+                },
+            )
         else:
             result = STAGES[command](spark, config)  # type: ignore[index]
     print(describe_result(command, result))
@@ -184,7 +193,9 @@ def describe_result(command: str, result: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
-    """`seg COMMAND [options]`, or a job's fixed COMMAND with options only."""
+    """`seg COMMAND [options]`, or a job's fixed COMMAND with options only. Returns an `ExitStatus`:
+    0 done, 2 bad command line or config (or a refused write), 3 bad input data, 4 a run-time failure,
+    10 scored but drift recommends retraining."""
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     if command is not None:
@@ -193,7 +204,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args.config, args.overrides)
-        execute(
+        result = execute(
             args.command,
             config,
             getattr(args, "query", None),
@@ -203,8 +214,19 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         )
     except SeglibError as error:
         print(f"seg {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return exit_status(error)
+    except Exception as error:  # a scheduler branches on the status; the traceback is logged
+        log.exception("seg %s failed", args.command)
+        print(f"seg {args.command}: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return exit_status(error)
+    if args.command == "score" and result.drift.retrain_recommended:
+        print(
+            f"seg score: drift recommends retraining (exit status {int(ExitStatus.RETRAIN)}): "
+            + "; ".join(result.drift.warnings),
+            file=sys.stderr,
+        )
+        return ExitStatus.RETRAIN
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

@@ -290,6 +290,9 @@ class GenerateConfig(_Strict):
         return self
 
 
+FeatureWeighting = Literal["family", "none"]
+
+
 class FeaturesConfig(_Strict):
     snapshot_date: dt.date = dt.date(2025, 12, 31)
     windows_days: list[int] = Field(
@@ -317,6 +320,15 @@ class FeaturesConfig(_Strict):
             "Conversion rates (add-to-cart rate, view-to-purchase, cart abandonment) of a customer with fewer "
             "visits, views or carts than this are left empty and get the population median: a rate over one "
             "or two visits is 0 or 1 and splits otherwise alike customers into artificial groups."
+        ),
+    )
+    weighting: FeatureWeighting = Field(
+        default="none",
+        description=(
+            "family: after standard scaling, each feature family (recency, frequency, monetary, timing, "
+            "categories, ...) is weighted to the variance of one feature, so that a family with many "
+            "variants (spend in three windows, ten category shares) does not outweigh recency; none: every "
+            "standardized feature counts alike. Applies when a preprocessing version is fitted."
         ),
     )
     refit: bool = Field(default=False, description="Refit the saved preprocessing pipeline.")

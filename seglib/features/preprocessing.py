@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import (
+    ElementwiseProduct,
     Imputer,
     OneHotEncoder,
     SQLTransformer,
@@ -19,17 +22,19 @@ from pyspark.ml.feature import (
     VectorAssembler,
 )
 from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import Vectors
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts
+from seglib.contract.config import FeatureWeighting
 from seglib.contract.errors import InputDataError
 from seglib.contract.tables import (
     FEATURE_VECTOR_COLUMN,
     PREPROCESSING_VERSION_COLUMN,
 )
 from seglib.contract.uris import mask_credentials
-from seglib.features.spec import FeatureSet
+from seglib.features.spec import FeatureSet, FeatureSpec
 from seglib.platform.files import HadoopFiles
 
 log = logging.getLogger(__name__)
@@ -38,8 +43,21 @@ log = logging.getLogger(__name__)
 # Preprocessing pipeline and metadata
 
 
-def preprocessing_pipeline(feature_set: FeatureSet, all_null: frozenset[str] = frozenset()) -> Pipeline:
-    """Signed log1p of heavy tails, median imputation, standard scaling; flags and one-hots stay 0/1.
+def family_weights(numeric: list[FeatureSpec]) -> list[float]:
+    """Per standardized feature, 1 / sqrt(the number of numeric features of its family): each family
+    (recency, frequency, monetary, timing, categories, ...) then carries the variance of one feature,
+    however many variants of it the feature set has."""
+    sizes = Counter(spec.family for spec in numeric)
+    return [1.0 / math.sqrt(sizes[spec.family]) for spec in numeric]
+
+
+def preprocessing_pipeline(
+    feature_set: FeatureSet,
+    all_null: frozenset[str] = frozenset(),
+    weighting: FeatureWeighting = "none",
+) -> Pipeline:
+    """Signed log1p of heavy tails, median imputation, standard scaling (then, with weighting "family",
+    each family weighted to the variance of one feature); flags and one-hots stay 0/1.
 
     Flags and one-hot slots are not standardised: that would give a rare region a weight of several
     standard deviations and let a noise attribute dominate the embedding. A feature that is null for
@@ -65,6 +83,15 @@ def preprocessing_pipeline(feature_set: FeatureSet, all_null: frozenset[str] = f
         VectorAssembler(inputCols=imputed, outputCol="_numeric"),
         StandardScaler(inputCol="_numeric", outputCol="_numeric_scaled", withMean=True, withStd=True),
     ]
+    if weighting == "family" and numeric:
+        stages[-1].setOutputCol("_numeric_standardized")
+        stages.append(
+            ElementwiseProduct(
+                inputCol="_numeric_standardized",
+                outputCol="_numeric_scaled",
+                scalingVec=Vectors.dense(family_weights(numeric)),
+            )
+        )
     if categorical:
         stages += [
             StringIndexer(

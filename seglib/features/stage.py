@@ -250,7 +250,9 @@ def _fit_preprocessing(
     """Fit a new preprocessing version (saved by the caller in a folder of its own)."""
     snapshot = config.features.snapshot_date
     version = new_preprocessing_version(snapshot)
-    model = preprocessing_pipeline(feature_set, all_null_features(stats, feature_set)).fit(raw)
+    model = preprocessing_pipeline(
+        feature_set, all_null_features(stats, feature_set), config.features.weighting
+    ).fit(raw)
     metadata = FeatureMetadata(
         features=[asdict(spec) for spec in feature_set.specs],
         categories=vocabulary[0],

@@ -35,3 +35,61 @@ def test_seg_sql_reports_a_bad_query_without_a_traceback(spark, tmp_path, capsys
     assert code == 2
     assert "seg sql: error: the query failed: [TABLE_OR_VIEW_NOT_FOUND]" in error
     assert "Traceback" not in error
+
+
+def test_exit_statuses_tell_config_input_and_run_time_failures_apart(monkeypatch, capsys):
+    import seglib.cli
+    from seglib.contract.errors import (
+        ConfigError,
+        ExitStatus,
+        InputDataError,
+        TrainingError,
+        UnsafeWriteError,
+    )
+
+    raised: list[BaseException] = []
+
+    def failing_execute(*args, **kwargs):
+        raise raised[-1]
+
+    monkeypatch.setattr(seglib.cli, "execute", failing_execute)
+    expected = {
+        ConfigError("cluster.k: bad"): ExitStatus.USAGE,
+        UnsafeWriteError("sales.orders was not created by seglib"): ExitStatus.USAGE,
+        InputDataError("sales.orders: column amount is missing"): ExitStatus.INPUT_DATA,
+        TrainingError("rank 1 failed"): ExitStatus.FAILURE,
+        ZeroDivisionError("division by zero"): ExitStatus.FAILURE,
+    }
+    for error, status in expected.items():
+        raised.append(error)
+        assert seglib.cli.main(["features"]) == status
+    assert [int(status) for status in ExitStatus] == [0, 2, 3, 4, 10]
+    captured = capsys.readouterr().err
+    assert "seg features: error: sales.orders: column amount is missing" in captured
+    # an unexpected failure keeps its traceback for whoever debugs it
+    assert "seg features: failed: ZeroDivisionError: division by zero" in captured and "Traceback" in captured
+
+
+def test_task_values_are_set_through_dbutils_only_on_databricks(spark, monkeypatch):
+    import types
+
+    from seglib.platform.databricks import set_task_values
+
+    recorded: list[tuple[str, object]] = []
+
+    class TaskValues:
+        def set(self, key: str, value: object) -> None:
+            recorded.append((key, value))
+
+    class DBUtils:  # the shape of Databricks Runtime's pyspark.dbutils.DBUtils(spark).jobs.taskValues
+        def __init__(self, session) -> None:
+            assert session is spark
+            self.jobs = types.SimpleNamespace(taskValues=TaskValues())
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    assert set_task_values(spark, {"retrain_recommended": True}) is False and recorded == []
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    assert set_task_values(spark, {"retrain_recommended": True}) is False  # no dbutils: a warning only
+    monkeypatch.setitem(sys.modules, "pyspark.dbutils", types.SimpleNamespace(DBUtils=DBUtils))
+    assert set_task_values(spark, {"retrain_recommended": True, "segment_psi": 0.31}) is True
+    assert recorded == [("retrain_recommended", True), ("segment_psi", 0.31)]

@@ -586,7 +586,7 @@ def test_an_ageing_customer_base_keeps_its_segments_while_drift_asks_for_retrain
     customer keeps a real segment (novelty is only a flag), and the drift record recommends retraining."""
     from seglib.serving.scoring import score
 
-    config, _, _ = pipeline_run
+    config, _, root = pipeline_run
     database, first, aged = config.storage.database, config.features.snapshot_date, dt.date(2026, 9, 30)
     later = config.model_copy(
         update={
@@ -610,6 +610,18 @@ def test_an_ageing_customer_base_keeps_its_segments_while_drift_asks_for_retrain
     assert warnings.count() > 0
     features = spark.table(f"{database}.customer_features").where(f"snapshot_date = DATE'{aged}'")
     assert features.agg(F.min("recency_days")).first()[0] >= 273  # the stored features keep true values
+    # `seg score` says so in its exit status, for a scheduler to branch on (a rerun: same rows).
+    from seglib.cli import main
+    from seglib.contract.errors import ExitStatus
+
+    overrides = suite_overrides(
+        root, database, f"features.snapshot_date={aged}", "features.snapshot_grace_days=300",
+        f"score.segmentation_snapshot={first}",
+    )  # fmt: skip
+    assert main(["score", *[part for value in overrides for part in ("--set", value)]]) == ExitStatus.RETRAIN
+    assert spark.table(f"{database}.customer_segments").where(f"snapshot_date = DATE'{aged}'").count() == len(
+        rows
+    )
 
 
 def _segment_named(spark, config, name: str) -> int:
@@ -748,9 +760,9 @@ def test_a_k_above_the_customers_is_refused_and_a_fixed_k_rerun_leaves_no_stale_
         InputDataError, match=r"holds 10 customers .* fewer than the 20 segments that cluster\.k"
     ):
         cluster(spark, too_many)
-    # As a user meets it: a message and exit status 2, not a traceback.
+    # As a user meets it: a message and the input-data exit status, not a traceback.
     overrides = suite_overrides(root, database, "cluster.k=20", f"features.snapshot_date={tiny}")
-    assert main(["cluster", *[part for value in overrides for part in ("--set", value)]]) == 2
+    assert main(["cluster", *[part for value in overrides for part in ("--set", value)]]) == 3
 
     assert spark.table(f"{database}.segment_k_selection").where(f"snapshot_date = DATE'{first}'").count() > 0
     fixed = config.model_copy(update={"cluster": config.cluster.model_copy(update={"k": 5})})

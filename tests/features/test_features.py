@@ -411,6 +411,42 @@ def test_preprocessing_logs_imputes_scales_and_keeps_flags_and_one_hots_binary(s
     assert list(apply_preprocessing(model, unseen).first()["features"][3:]) == [0.0, 0.0, 1.0]
 
 
+def test_family_weighting_gives_each_feature_family_the_variance_of_one_feature(spark):
+    from seglib.features.spec import FeatureSpec
+    from seglib.features.stage import FeatureSet
+
+    rows = [(f"c{i}", float(i), float(i * i % 7), float((3 * i) % 5), float(i % 2)) for i in range(12)]
+    raw = spark.createDataFrame(
+        rows,
+        "customer_id string, recency_days double, monetary_30d double, monetary_90d double, has_events double",
+    )
+    feature_set = FeatureSet(
+        numeric=[
+            FeatureSpec("recency_days", "recency", "transactions", "scale", "cap", ""),
+            FeatureSpec("monetary_30d", "monetary", "transactions", "scale", "zero", ""),
+            FeatureSpec("monetary_90d", "monetary", "transactions", "scale", "zero", ""),
+        ],
+        flags=[FeatureSpec("has_events", "availability", "events", "flag", "zero", "")],
+        categorical=[],
+    )
+    vectors = {}
+    for weighting in ("none", "family"):
+        model = preprocessing_pipeline(feature_set, weighting=weighting).fit(raw)
+        vectors[weighting] = [list(row["features"]) for row in apply_preprocessing(model, raw).collect()]
+
+    def variance(weighting: str, slot: int) -> float:
+        values = [vector[slot] for vector in vectors[weighting]]
+        mean = sum(values) / len(values)
+        return sum((value - mean) ** 2 for value in values) / (len(values) - 1)
+
+    assert [variance("none", slot) for slot in range(3)] == pytest.approx([1.0, 1.0, 1.0], rel=1e-5)
+    # recency alone keeps unit variance; the two spend windows share one unit between them
+    assert variance("family", 0) == pytest.approx(1.0, rel=1e-5)
+    assert variance("family", 1) + variance("family", 2) == pytest.approx(1.0, rel=1e-5)
+    assert variance("family", 1) == pytest.approx(0.5, rel=1e-5)
+    assert [vector[3] for vector in vectors["family"]] == [row[4] for row in rows]  # the flag stays 0/1
+
+
 def test_no_future_leakage_rows_after_the_snapshot_change_nothing(spark):
     """Features of a snapshot computed from the full history equal those from the history cut at the
     snapshot: adding any rows after it (new customers, purchases, returns, visits, signups) changes nothing."""
