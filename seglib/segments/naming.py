@@ -167,17 +167,31 @@ def _fallback_name(profile: SegmentProfile) -> str:
     return (" & ".join(words)).capitalize()[:60]
 
 
-def _qualified_name(rule: NamingRule, profile: SegmentProfile) -> str:
-    """The name of a rule that a stronger segment took, qualified by this segment's most distinctive
-    feature among those the rule does not test ("One-time lapsed buyers, high monetary mean")."""
+# A qualifier names a difference a marketer can see: at least a quarter of a standard deviation.
+QUALIFIER_MIN_GAP = 0.25
+
+
+def _qualified_name(rule: NamingRule, profile: SegmentProfile, holder: SegmentProfile | None) -> str:
+    """The name of a rule that another segment holds, qualified by the feature (among those the rule
+    does not test) that sets this segment furthest apart from the holder ("One-time buyers, lapsed,
+    high monetary mean"); without a holder in this run, by its own most distinctive feature."""
     tested = {name for condition in rule.when for name in condition.candidates()}
-    other = next(
-        ((name, stat) for name, stat in profile.top(len(profile.features)) if name not in tested), None
-    )
-    if other is None:
+
+    def gap(name: str) -> float:
+        stat = profile.features[name]
+        return stat.std_diff - holder.features[name].std_diff if holder else stat.std_diff
+
+    candidates = [
+        name
+        for name, stat in profile.features.items()
+        if name not in tested
+        and (stat.significant if holder is None else name in holder.features)
+        and abs(gap(name)) >= QUALIFIER_MIN_GAP
+    ]
+    if not candidates:
         return rule.name
-    name, stat = other
-    qualifier = f"{'high' if stat.std_diff > 0 else 'low'} {name.replace('_', ' ')}"
+    name = max(candidates, key=lambda candidate: (abs(gap(candidate)), candidate))
+    qualifier = f"{'high' if gap(name) > 0 else 'low'} {name.replace('_', ' ')}"
     return f"{rule.name[: 58 - len(qualifier)]}, {qualifier}"[:60]
 
 
@@ -200,6 +214,7 @@ def name_segments(
     remaining = dict(profiles)
     names: dict[int, SegmentName] = {}
     lost: dict[int, NamingRule] = {}
+    holders: dict[str, int] = {}  # rule id -> the segment that got it
     for rule in rules.rules:
         strengths = {
             segment_id: strength
@@ -215,6 +230,7 @@ def name_segments(
             if segment_id != winner:
                 lost.setdefault(segment_id, rule)
         profile = remaining.pop(winner)
+        holders[rule.id] = winner
         names[winner] = SegmentName(
             rule.name, _fill(rule.description, profile), _fill(rule.action, profile), rule.id
         )
@@ -223,7 +239,9 @@ def name_segments(
         rule_lost = lost.get(segment_id)
         if rule_lost is not None:
             names[segment_id] = SegmentName(
-                _unique(_qualified_name(rule_lost, profile), used),
+                _unique(
+                    _qualified_name(rule_lost, profile, profiles.get(holders.get(rule_lost.id, -1))), used
+                ),
                 _fill(rule_lost.description, profile),
                 _fill(rule_lost.action, profile),
                 rule_lost.id,

@@ -57,7 +57,7 @@ def test_names_follow_the_built_in_rules():
     assert names[2].name == "Lapsing valuable customers"
     assert names[0].description.startswith("Buy mostly on promotion: 114 of their orders")
     # The stronger deal seeker gets the name; the weaker one, meeting no later rule, the rule's name
-    # made unique (it has no other significant feature to qualify it with).
+    # made unique (no other feature sets it a quarter of a standard deviation apart from the holder).
     assert names[3].rule == "deal_seekers" and names[3].name == "Deal seekers (2)"
     assert names[4].name == "Average customers" and names[4].rule == "fallback"
     assert len({name.name for name in names.values()}) == 5
@@ -67,8 +67,8 @@ def test_names_follow_the_built_in_rules():
 def test_a_segment_that_loses_a_rule_keeps_it_qualified_by_its_most_distinctive_other_feature():
     one_time = {"frequency": 1, "recency_days": 240}
     profiles = {
-        0: profile(0, 0.5, one_time, frequency=-0.6, recency_days=0.5, monetary_mean=-0.4),
-        1: profile(1, 0.3, one_time, frequency=-0.5, recency_days=0.4, monetary_mean=1.6),
+        0: profile(0, 0.5, one_time, frequency=-0.6, recency_days=0.5, monetary_mean=-0.4, weekend_share=1.9),
+        1: profile(1, 0.3, one_time, frequency=-0.5, recency_days=0.4, monetary_mean=1.6, weekend_share=1.9),
         2: profile(2, 0.2, {"frequency": 8, "recency_days": 20}, frequency=1.5, recency_days=-1.2),
     }
     names = name_segments(profiles, load_naming_rules(None))
@@ -80,6 +80,8 @@ def test_a_segment_that_loses_a_rule_keeps_it_qualified_by_its_most_distinctive_
         update={"rules": [rule for rule in load_naming_rules(None).rules if rule.id != "occasional_buyers"]}
     )
     names = name_segments(profiles, without_occasional)
+    # Qualified by what sets it apart from the segment holding the name (spend, +2 sd), not by its own
+    # most distinctive feature (weekend share, which both share).
     assert names[1].name == "One-time buyers, lapsed, high monetary mean"
     assert names[1].rule == "one_time_lapsed" and "Bought once" in names[1].description
 
