@@ -508,14 +508,6 @@ class SelectionConfig(_Strict):
         le=1,
         description="Least silhouette: below 0.25 there is little clustered structure.",
     )
-    choose: Literal["largest_eligible", "before_first_failure"] = Field(
-        default="largest_eligible",
-        description=(
-            "largest_eligible: the largest k that passes every bar; before_first_failure: the largest k "
-            "below the first k (from k_min up) that fails one, so that a k passing again after failures "
-            "(prediction strength is noisy where the data hold no clear groups) is not chosen."
-        ),
-    )
     splits: int = Field(
         default=5,
         ge=1,

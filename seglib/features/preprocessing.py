@@ -51,19 +51,10 @@ def family_weights(numeric: list[FeatureSpec]) -> list[float]:
     return [1.0 / math.sqrt(sizes[spec.family]) for spec in numeric]
 
 
-def preprocessing_pipeline(
-    feature_set: FeatureSet,
-    all_null: frozenset[str] = frozenset(),
-    weighting: FeatureWeighting = "none",
-) -> Pipeline:
-    """Signed log1p of heavy tails, median imputation, standard scaling (then, with weighting "family",
-    each family weighted to the variance of one feature); flags and one-hots stay 0/1.
-
-    Flags and one-hot slots are not standardised: that would give a rare region a weight of several
-    standard deviations and let a noise attribute dominate the embedding. A feature that is null for
-    every customer at fitting time (no median exists) is fixed at 0 in every row.
-    """
-    numeric = feature_set.numeric
+def _numeric_stages(
+    numeric: list[FeatureSpec], all_null: frozenset[str], weighting: FeatureWeighting
+) -> list[Any]:
+    """Stages from the numeric raw features to the `_numeric_scaled` vector."""
 
     def value(name: str) -> str:
         return "CAST(0.0 AS DOUBLE)" if name in all_null else f"`{name}`"
@@ -76,22 +67,38 @@ def preprocessing_pipeline(
     ]
     model_inputs = [f"{spec.name}__in" for spec in numeric]
     imputed = [f"{name}__imputed" for name in model_inputs]
-    categorical = [spec.name for spec in feature_set.categorical]
+    standardized = "_numeric_standardized" if weighting == "family" and numeric else "_numeric_scaled"
     stages: list[Any] = [
         SQLTransformer(statement=f"SELECT {', '.join(['*', *prepared])} FROM __THIS__"),
         Imputer(inputCols=model_inputs, outputCols=imputed, strategy="median"),
         VectorAssembler(inputCols=imputed, outputCol="_numeric"),
-        StandardScaler(inputCol="_numeric", outputCol="_numeric_scaled", withMean=True, withStd=True),
+        StandardScaler(inputCol="_numeric", outputCol=standardized, withMean=True, withStd=True),
     ]
-    if weighting == "family" and numeric:
-        stages[-1].setOutputCol("_numeric_standardized")
+    if standardized != "_numeric_scaled":
         stages.append(
             ElementwiseProduct(
-                inputCol="_numeric_standardized",
+                inputCol=standardized,
                 outputCol="_numeric_scaled",
                 scalingVec=Vectors.dense(family_weights(numeric)),
             )
         )
+    return stages
+
+
+def preprocessing_pipeline(
+    feature_set: FeatureSet,
+    all_null: frozenset[str] = frozenset(),
+    weighting: FeatureWeighting = "none",
+) -> Pipeline:
+    """Signed log1p of heavy tails, median imputation, standard scaling (then, with weighting "family",
+    each family weighted to the variance of one feature); flags and one-hots stay 0/1.
+
+    Flags and one-hot slots are not standardised: that would give a rare region a weight of several
+    standard deviations and let a noise attribute dominate the embedding. A feature that is null for
+    every customer at fitting time (no median exists) is fixed at 0 in every row.
+    """
+    categorical = [spec.name for spec in feature_set.categorical]
+    stages: list[Any] = _numeric_stages(feature_set.numeric, all_null, weighting)
     if categorical:
         stages += [
             StringIndexer(

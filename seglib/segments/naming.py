@@ -60,6 +60,10 @@ class NamingRule(_RuleModel):
 
 class NamingRules(_RuleModel):
     rules: list[NamingRule] = Field(min_length=1)
+    qualifiers: list[str] = Field(
+        default_factory=list,
+        description="Features tried first to tell apart segments that share a rule's name.",
+    )
     fallback: dict[Literal["description", "action"], str]
 
 
@@ -171,10 +175,13 @@ def _fallback_name(profile: SegmentProfile) -> str:
 QUALIFIER_MIN_GAP = 0.25
 
 
-def _qualified_name(rule: NamingRule, profile: SegmentProfile, holder: SegmentProfile | None) -> str:
+def _qualified_name(
+    rule: NamingRule, profile: SegmentProfile, holder: SegmentProfile | None, preferred: list[str]
+) -> str:
     """The name of a rule that another segment holds, qualified by the feature (among those the rule
     does not test) that sets this segment furthest apart from the holder ("One-time buyers, lapsed,
-    high monetary mean"); without a holder in this run, by its own most distinctive feature."""
+    high monetary mean"); without a holder in this run, by its own most distinctive feature. The
+    `preferred` features (the rules file's qualifiers) come first when one of them differs enough."""
     tested = {name for condition in rule.when for name in condition.candidates()}
 
     def gap(name: str) -> float:
@@ -190,6 +197,7 @@ def _qualified_name(rule: NamingRule, profile: SegmentProfile, holder: SegmentPr
     ]
     if not candidates:
         return rule.name
+    candidates = [name for name in candidates if name in preferred] or candidates
     name = max(candidates, key=lambda candidate: (abs(gap(candidate)), candidate))
     qualifier = f"{'high' if gap(name) > 0 else 'low'} {name.replace('_', ' ')}"
     return f"{rule.name[: 58 - len(qualifier)]}, {qualifier}"[:60]
@@ -235,13 +243,15 @@ def name_segments(
             rule.name, _fill(rule.description, profile), _fill(rule.action, profile), rule.id
         )
         used.add(rule.name)
+
+    def holder_of(rule: NamingRule) -> SegmentProfile | None:
+        return profiles.get(holders[rule.id]) if rule.id in holders else None
+
     for segment_id, profile in remaining.items():
         rule_lost = lost.get(segment_id)
         if rule_lost is not None:
             names[segment_id] = SegmentName(
-                _unique(
-                    _qualified_name(rule_lost, profile, profiles.get(holders.get(rule_lost.id, -1))), used
-                ),
+                _unique(_qualified_name(rule_lost, profile, holder_of(rule_lost), rules.qualifiers), used),
                 _fill(rule_lost.description, profile),
                 _fill(rule_lost.action, profile),
                 rule_lost.id,

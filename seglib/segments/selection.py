@@ -271,14 +271,12 @@ def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) 
 
 
 def choose_k(candidates: list[Candidate], selection: SelectionConfig) -> Selection:
-    """The chosen k among scored candidates (see select_k and `cluster.selection.choose`)."""
+    """The largest eligible k among scored candidates; without one, the highest silhouette (see select_k).
+
+    Stopping at the first k that fails instead (so that a k passing again after failures is not
+    chosen) was measured on the real-log bench and dropped: CDNOW k 3/2 instead of 7/5, agreement
+    between seeds 0.23 instead of 0.61, mean eta squared 0.213 instead of 0.253."""
     eligible = [candidate for candidate in candidates if candidate.eligible]
-    cut = ""
-    if selection.choose == "before_first_failure":
-        first_failure = next((candidate.k for candidate in candidates if not candidate.eligible), None)
-        if first_failure is not None:
-            eligible = [candidate for candidate in eligible if candidate.k < first_failure]
-            cut = f", below the first k that fails them ({first_failure})"
     bars = (
         f"every segment >= {selection.min_segment_share:.1%} of customers, prediction strength >= "
         f"{selection.min_prediction_strength:.2f} and silhouette >= {selection.min_silhouette:.2f}"
@@ -286,13 +284,13 @@ def choose_k(candidates: list[Candidate], selection: SelectionConfig) -> Selecti
     if eligible:
         best = max(eligible, key=lambda candidate: candidate.k)
         reason = (
-            f"largest k of the {len(eligible)} of {len(candidates)} candidates with {bars}{cut} "
+            f"largest k of the {len(eligible)} of {len(candidates)} candidates with {bars} "
             f"(silhouette {best.silhouette:.3f}, prediction strength {best.prediction_strength:.3f})"
         )
     else:
         best = max(candidates, key=lambda candidate: (candidate.silhouette, -candidate.k))
         reason = (
-            f"no candidate{' before the first failure' if cut else ''} passed every bar ({bars}); highest silhouette ({best.silhouette:.3f}) of all "
+            f"no candidate passed every bar ({bars}); highest silhouette ({best.silhouette:.3f}) of all "
             "candidates. The embeddings may hold no clear groups: consider a different k range or model"
         )
     return Selection(candidates, best.k, reason)

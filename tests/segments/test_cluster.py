@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -306,19 +307,19 @@ def test_surrogate_tree_explains_more_than_a_hundred_segments(spark):
     assert 0.0 <= surrogate.fidelity <= 1.0
 
 
-def test_k_can_stop_at_the_first_candidate_that_fails_the_bars():
+def test_the_largest_eligible_k_is_chosen_even_after_failing_candidates():
     from seglib.contract.config import SelectionConfig
     from seglib.segments.selection import Candidate, choose_k
 
     # The candidates of a real log (CDNOW, 1997-09-30): k = 4 to 6 fail on prediction strength, 7 passes.
     strengths = {2: 0.99, 3: 0.98, 4: 0.82, 5: 0.72, 6: 0.89, 7: 0.96, 8: 0.65}
     candidates = [
-        Candidate(k, 0.45, 0.05, strength, strength >= 0.9, "") for k, strength in strengths.items()
+        Candidate(k, 0.45 - 0.01 * (k == 5), 0.05, strength, strength >= 0.9, "")
+        for k, strength in strengths.items()
     ]
-    assert choose_k(candidates, SelectionConfig()).k == 7
-    cautious = choose_k(candidates, SelectionConfig(choose="before_first_failure"))
-    assert cautious.k == 3 and "below the first k that fails them (4)" in cautious.reason
-    failing_first = [Candidate(2, 0.3, 0.2, 0.5, False, ""), *candidates[1:]]
-    # No k below the first failure: the highest silhouette of all (0.45), the lowest k among ties.
-    fallback = choose_k(failing_first, SelectionConfig(choose="before_first_failure"))
-    assert fallback.k == 3 and fallback.reason.startswith("no candidate before the first failure passed")
+    chosen = choose_k(candidates, SelectionConfig())
+    assert chosen.k == 7 and chosen.reason.startswith("largest k of the 3 of 7 candidates")
+    # None eligible: the highest silhouette of all, the lowest k among ties.
+    failing = [dataclasses.replace(candidate, eligible=False) for candidate in candidates]
+    fallback = choose_k(failing, SelectionConfig())
+    assert fallback.k == 2 and fallback.reason.startswith("no candidate passed every bar")

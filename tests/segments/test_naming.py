@@ -85,6 +85,17 @@ def test_a_segment_that_loses_a_rule_keeps_it_qualified_by_its_most_distinctive_
     assert names[1].name == "One-time buyers, lapsed, high monetary mean"
     assert names[1].rule == "one_time_lapsed" and "Bought once" in names[1].description
 
+    # Segment 1 now buys on weekdays: weekend share sets it further apart (-3.8 sd) than spend (+2 sd),
+    # but spend is among the rules file's qualifiers and a sparse weekend share is not.
+    profiles[1] = profile(
+        1, 0.3, one_time, frequency=-0.5, recency_days=0.4, monetary_mean=1.6, weekend_share=-1.9
+    )
+    assert (
+        name_segments(profiles, without_occasional)[1].name == "One-time buyers, lapsed, high monetary mean"
+    )
+    no_preference = without_occasional.model_copy(update={"qualifiers": []})
+    assert name_segments(profiles, no_preference)[1].name == "One-time buyers, lapsed, low weekend share"
+
 
 def test_customers_without_a_purchase_are_prospects_not_lapsing_buyers():
     """Never-buyers carry the recency cap, which alone would read as 'long since the last purchase'."""
