@@ -119,20 +119,20 @@ def _margin(condition: Condition, stat: FeatureStat) -> float | None:
             assert condition.below is not None
             margin, away_from_average = condition.below - stat.std_diff, condition.below <= 0
         return None if margin < 0 or (away_from_average and not stat.significant) else margin
-    on_median = condition.median_at_least is not None or condition.median_at_most is not None
-    value = stat.segment_median if on_median else stat.segment_mean
+    # The validator lets exactly one bound through: the first that is set is the condition's.
+    bar, value, direction = next(
+        (getattr(condition, bound), value, direction)
+        for bound, value, direction in (
+            ("median_at_least", stat.segment_median, 1.0),
+            ("median_at_most", stat.segment_median, -1.0),
+            ("mean_at_least", stat.segment_mean, 1.0),
+            ("mean_at_most", stat.segment_mean, -1.0),
+        )
+        if getattr(condition, bound) is not None
+    )
     if value is None:
         return None
-    at_least = condition.median_at_least if on_median else condition.mean_at_least
-    bar = (
-        at_least
-        if at_least is not None
-        else condition.median_at_most
-        if on_median
-        else condition.mean_at_most
-    )
-    assert bar is not None
-    difference = value - bar if at_least is not None else bar - value
+    difference = direction * (value - bar)
     if difference < 0:
         return None
     return difference / stat.population_sd if stat.population_sd > 0 else 0.0
