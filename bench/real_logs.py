@@ -30,7 +30,9 @@ and their mean (the headline), for seglib's segments and, with seglib's k, for t
   feature_kmeans  seglib's k-means on seglib's own scaled feature vectors (no representation learning)
 Also: distinctness (pairs of seglib segments whose recency, frequency and spend medians are all within
 10%), stability (adjusted Rand index between the segmentations of two full runs with other training
-and clustering seeds; --seeds 1 skips it), the chosen k, names, sizes and the wall time per stage.
+and clustering seeds, and at the same k between k-means on the two runs' embeddings and on their
+scaled features, which tells the representation's share of the disagreement; --seeds 1 skips it),
+the chosen k, names, sizes and the wall time per stage.
 
 Lifetime value: the BG/NBD fit seglib stored at the snapshot (lifetime_value_fit) predicts each
 customer's purchase days in the future window; printed are predicted against actual purchase days in
@@ -67,6 +69,8 @@ from seglib.cli import configure_logging
 from seglib.contract.config import ClusterConfig, SeglibConfig, load_config
 from seglib.contract.tables import (
     CUSTOMER_VALUE_TABLE,
+    EMBEDDING_COLUMN,
+    EMBEDDINGS_TABLE,
     FEATURE_VECTOR_COLUMN,
     FEATURES_TABLE,
     LIFETIME_VALUE_FIT_TABLE,
@@ -438,6 +442,37 @@ def stability(spark: SparkSession, first: SeglibConfig, second: SeglibConfig) ->
     return adjusted_rand_index(contingency(joined, "a", "b"))
 
 
+def embedding_or_features(
+    spark: SparkSession, first: SeglibConfig, second: SeglibConfig, k: int
+) -> dict[str, float]:
+    """Where disagreement between the two runs comes from, at seglib's k: the ARI of seglib's k-means
+    on the embeddings of both runs (other training seed, other clustering seed), and of the same
+    k-means on both runs' scaled features (the same features; only the clustering seed differs)."""
+
+    def labels(config: SeglibConfig, table: str, column: str) -> DataFrame:
+        frame = Warehouse.from_config(spark, config).read_snapshot(
+            config.storage.database, table, config.features.snapshot_date
+        )
+        vectors = frame.select("customer_id", array_to_vector(F.col(column)).alias("_v"))
+        model = fit_clusters(
+            vectors, "_v", ClusterConfig.model_validate({"k": k, "seed": config.cluster.seed}), k
+        )
+        return model.transform(vectors).select("customer_id", F.col(PREDICTION).alias("group"))
+
+    def agreement(table: str, column: str) -> float:
+        joined = (
+            labels(first, table, column)
+            .withColumnRenamed("group", "a")
+            .join(labels(second, table, column).withColumnRenamed("group", "b"), "customer_id")
+        )
+        return adjusted_rand_index(contingency(joined, "a", "b"))
+
+    return {
+        "embedding": agreement(EMBEDDINGS_TABLE, EMBEDDING_COLUMN),
+        "features": agreement(FEATURES_TABLE, FEATURE_VECTOR_COLUMN),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,6 +521,12 @@ def main() -> None:
         if len(configs) > 1:
             headline[f"{short}_ari_seeds"] = stability(spark, configs[0], configs[1])
             print(f"  agreement of two runs with other seeds (ARI): {headline[f'{short}_ari_seeds']:.3f}")
+            sources = embedding_or_features(spark, configs[0], configs[1], int(scores["k"]))
+            print(
+                f"  at k={int(scores['k'])}, k-means on the two runs' embeddings agree at ARI "
+                f"{sources['embedding']:.3f}, on their scaled features at {sources['features']:.3f}"
+            )
+            headline[f"{short}_ari_seeds_feature_kmeans"] = sources["features"]
         headline[f"{short}_k"] = scores["k"]
         value = lifetime_value_accuracy(spark, log, configs[0], inputs)
         if value:
