@@ -2,7 +2,8 @@
 
 The package is layered; each layer imports only the ones below it (checked by import-linter):
 
-    cli, pipeline        the `seg` command and the stage order
+    cli, api             the `seg` command; `Segmentation` for notebooks (fit/transform on DataFrames)
+    pipeline             the stage order
     reporting, serving   the HTML report; scoring new snapshots and drift
     segments             clustering algorithms, k selection, profiles, names, explanations, saved state
     representation       model kinds, the per-rank training loop, launchers, tracking, embeddings
@@ -27,6 +28,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "Segmentation": "seglib.api",
+    "SegmentationResult": "seglib.api",
     "load_config": "seglib.contract.config",
     "SeglibConfig": "seglib.contract.config",
     "Artifacts": "seglib.contract.artifacts",
@@ -61,6 +64,8 @@ __all__ = [
     "PipelineReport",
     "SeglibConfig",
     "SeglibError",
+    "Segmentation",
+    "SegmentationResult",
     "TrainingError",
     "UnsafeWriteError",
     "Warehouse",
@@ -71,6 +76,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from seglib.api import Segmentation, SegmentationResult
     from seglib.contract.artifacts import Artifacts
     from seglib.contract.config import SeglibConfig, load_config
     from seglib.contract.errors import (

@@ -12,7 +12,9 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from seglib.contract.config import SeglibConfig, Stage
+from seglib.contract.errors import ConfigError
 from seglib.features.stage import features
+from seglib.inputs.sources import InputFrames
 from seglib.platform.progress import stage_progress
 from seglib.reporting.stage import report
 from seglib.representation.embedding import embed
@@ -56,7 +58,12 @@ def progress_of(spark: SparkSession, stage: str) -> AbstractContextManager[None]
     return nullcontext() if stage == "train" else stage_progress(spark, stage)
 
 
-def run_pipeline(spark: SparkSession, config: SeglibConfig) -> PipelineReport:
+def run_pipeline(
+    spark: SparkSession, config: SeglibConfig, frames: InputFrames | None = None
+) -> PipelineReport:
+    """Run `run.stages` in order; `frames` (the Python API) replaces configured input sources by DataFrames."""
+    if frames and "generate" in config.run.stages:
+        raise ConfigError("the generate stage writes the input tables; leave it out when passing DataFrames")
     report = PipelineReport()
     for stage in config.run.stages:
         log.info("stage %s: starting", stage)
@@ -65,6 +72,8 @@ def run_pipeline(spark: SparkSession, config: SeglibConfig) -> PipelineReport:
             if stage == "embed" and "train" in report.results:
                 # The model this run trained, by name: never "the latest" that another job may have moved.
                 report.results[stage] = embed(spark, config, model_version=report.results["train"].version)
+            elif stage == "features":
+                report.results[stage] = features(spark, config, frames=frames)
             else:
                 report.results[stage] = STAGES[stage](spark, config)
         report.stage_seconds[stage] = time.perf_counter() - started

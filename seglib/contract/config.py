@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -747,7 +748,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         # The keys only: an override's value may be a secret (spark.conf={fs.s3a.secret.key: ...}).
         source += f" with overrides of {[text.split('=', 1)[0] for text in overrides]}"
+    return config_from_mapping(data, source)
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "the config mapping") -> SeglibConfig:
+    """A config from nested sections (as YAML would load them), with the messages of `load_config`."""
     try:
-        return SeglibConfig.model_validate(data)
+        return SeglibConfig.model_validate(dict(data))
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error, source)) from None

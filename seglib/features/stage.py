@@ -43,7 +43,7 @@ from seglib.features.preprocessing import (
 )
 from seglib.features.spec import FeatureSet, FeatureSettings
 from seglib.features.transactions import top_values_of
-from seglib.inputs.sources import InputTables, read_inputs
+from seglib.inputs.sources import InputFrames, InputTables, read_inputs
 from seglib.inputs.validation import end_of_day, outside_window_rows, quarantined_rows
 from seglib.platform.files import HadoopFiles
 from seglib.platform.session import session_time_zone
@@ -111,24 +111,27 @@ def require_accepted_transactions(inputs: InputTables) -> None:
 
 
 def features(
-    spark: SparkSession, config: SeglibConfig, preprocessing_version: str | None = None
+    spark: SparkSession,
+    config: SeglibConfig,
+    preprocessing_version: str | None = None,
+    frames: InputFrames | None = None,
 ) -> FeaturesResult:
     """Validate the inputs, compute the snapshot's features, fit or reuse the pipeline, write the tables.
 
     The pipeline applied is `preprocessing_version` when given (seg score passes its model's), else the
     current one; `features.refit` (or the first run) fits a new version, which becomes current only once
     the snapshot's tables are written. Days are counted in `features.timezone` (the session's time zone
-    is set to it for the stage and restored after).
+    is set to it for the stage and restored after). `frames` replaces configured sources by DataFrames.
     """
     with session_time_zone(spark, config.features.timezone):
-        return _compute_features(spark, config, preprocessing_version)
+        return _compute_features(spark, config, preprocessing_version, frames)
 
 
 def _compute_features(
-    spark: SparkSession, config: SeglibConfig, preprocessing_version: str | None
+    spark: SparkSession, config: SeglibConfig, preprocessing_version: str | None, frames: InputFrames | None
 ) -> FeaturesResult:
     snapshot = config.features.snapshot_date
-    inputs: InputTables = read_inputs(spark, config)
+    inputs: InputTables = read_inputs(spark, config, frames)
     warehouse = Warehouse.from_config(spark, config)
     artifacts = Artifacts.from_config(config)
     # Rewritten on every run, also when empty, so that a rerun never keeps stale rejects.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["id", "timestamp", "date", "number", "label", "flag"]
 TableRole = Literal["transactions", "customers", "events"]
+# DataFrames given by a caller (the Python API) in place of the configured sources, by table role.
+InputFrames = Mapping[TableRole, DataFrame]
 
 # What each role holds once canonical.
 ROLE_KINDS: dict[TableRole, dict[str, Kind]] = {
@@ -269,9 +272,13 @@ def _load(
     role: TableRole,
     table: TableConfig,
     pattern: str | None,
+    frames: InputFrames,
 ) -> tuple[str, DataFrame]:
-    label = source_label(table.source, config.input.database)
-    raw = read_source(spark, warehouse, table.source, config.input.database)
+    if role in frames:
+        label, raw = f"dataframe:{role}", frames[role]
+    else:
+        label = source_label(table.source, config.input.database)
+        raw = read_source(spark, warehouse, table.source, config.input.database)
     attributes = _attribute_kinds(table) if isinstance(table, CustomersInput) else None
     return label, canonical_frame(raw, label, role, mapped_columns(table), pattern, attributes)
 
@@ -307,15 +314,17 @@ def check_snapshot_range(validated: ValidatedTable, snapshot: dt.date, grace_day
         )
 
 
-def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
-    """Read, check the columns of, and validate the rows of every configured raw table."""
+def read_inputs(spark: SparkSession, config: SeglibConfig, frames: InputFrames | None = None) -> InputTables:
+    """Read, check the columns of, and validate the rows of every configured raw table; a table whose
+    role is in `frames` is that DataFrame instead of its configured source (columns mapped the same)."""
+    frames = frames or {}
     warehouse = Warehouse.from_config(spark, config)
     snapshot, timezone = config.features.snapshot_date, config.features.timezone
     settings = config.input
     validated: dict[TableRole, ValidatedTable] = {}
 
     label, frame = _load(spark, warehouse, config, "transactions", settings.transactions,
-                         settings.transactions.timestamp_format)  # fmt: skip
+                         settings.transactions.timestamp_format, frames)  # fmt: skip
     validated["transactions"] = require_rows(
         validate_rows(
             frame, label, transaction_rules(frame.columns, snapshot, timezone), time_column="timestamp"
@@ -325,7 +334,7 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
     check_snapshot_range(validated["transactions"], snapshot, config.features.snapshot_grace_days)
     if settings.customers is not None:
         label, frame = _load(
-            spark, warehouse, config, "customers", settings.customers, settings.customers.date_format
+            spark, warehouse, config, "customers", settings.customers, settings.customers.date_format, frames
         )
         validated["customers"] = require_rows(
             validate_rows(
@@ -341,7 +350,7 @@ def read_inputs(spark: SparkSession, config: SeglibConfig) -> InputTables:
         )
     if settings.events is not None:
         label, frame = _load(
-            spark, warehouse, config, "events", settings.events, settings.events.timestamp_format
+            spark, warehouse, config, "events", settings.events, settings.events.timestamp_format, frames
         )
         validated["events"] = require_rows(
             validate_rows(frame, label, event_rules(frame.columns, snapshot, timezone)), "events"

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from importlib import metadata
 
 from pyspark.sql import SparkSession
@@ -23,6 +23,15 @@ def delta_package_coordinates() -> str:
     return f"io.delta:delta-spark_2.12:{version}"
 
 
+# The session settings seglib's tables depend on (the others only change its speed). Entry points
+# open their session with them; the Python API sets them for each call on a session it did not open.
+RESULT_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    # An unparseable timestamp in a string column becomes null (and is quarantined), never an error.
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+}
+
+
 def session_settings(config: SeglibConfig) -> dict[str, str]:
     """Spark settings for a seglib session: Delta, UTC, the venv's Python on executors."""
     settings = {
@@ -30,14 +39,12 @@ def session_settings(config: SeglibConfig) -> dict[str, str]:
         "spark.jars.packages": delta_package_coordinates(),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.session.timeZone": "UTC",
+        **RESULT_SETTINGS,
         "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
         "spark.sql.warehouse.dir": resolve_uri(config.storage.warehouse_dir),
         "spark.driver.memory": config.spark.driver_memory,
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # An unparseable timestamp in a string column becomes null (and is quarantined), never an error.
-        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     }
     # Delta rebuilds a table's state from its log with this many partitions (default 50): far too
     # many tasks for the small, per-snapshot logs of seglib's tables on a few cores, where it made
@@ -72,16 +79,22 @@ def open_session(config: SeglibConfig) -> SparkSession:
 
 
 @contextmanager
-def session_time_zone(spark: SparkSession, zone: str) -> Iterator[None]:
-    """Spark's session time zone set to `zone` for the body, then restored: days, weekdays and hours of
-    timestamps, and zone-less timestamps read from text, follow it."""
-    key = "spark.sql.session.timeZone"
-    previous = spark.conf.get(key)
-    spark.conf.set(key, zone)
+def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Runtime SQL settings set for the body, then each restored to its earlier value (or unset)."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
+        for key, earlier in previous.items():
+            if earlier is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, earlier)
+
+
+def session_time_zone(spark: SparkSession, zone: str) -> AbstractContextManager[None]:
+    """Spark's session time zone set to `zone` for the body, then restored: days, weekdays and hours of
+    timestamps, and zone-less timestamps read from text, follow it."""
+    return session_conf(spark, {"spark.sql.session.timeZone": zone})

@@ -278,7 +278,10 @@ def _run_ranks(
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     settings = config.train
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, artifacts.cache_dir)
+    # Petastorm reads this setting from SparkSession.builder.getOrCreate(), the process's first session,
+    # which need not be `spark` (a notebook's second session, the Python API's caller): set it on both.
+    for session in (spark, SparkSession.builder.getOrCreate()):
+        session.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, artifacts.cache_dir)
     # Several files per rank so that every shard gets row groups (Petastorm shards by row group).
     train_converter = make_spark_converter(data.training.repartition(settings.num_proc * 4), dtype="float32")
     validation_converter = (

@@ -28,6 +28,7 @@ from seglib.contract.tables import (
     SNAPSHOT_COLUMN,
 )
 from seglib.features.stage import features
+from seglib.inputs.sources import InputFrames
 from seglib.platform.warehouse import Warehouse, retry_concurrent_commits
 from seglib.representation.embedding import embed
 from seglib.representation.model_store import model_preprocessing_version
@@ -139,8 +140,9 @@ def upsert_segments(warehouse: Warehouse, database: str, scored: DataFrame, snap
     warehouse.register(database, SEGMENTS_TABLE)
 
 
-def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
-    """Segment `features.snapshot_date` with a saved segmentation, upsert customer_segments, record drift."""
+def score(spark: SparkSession, config: SeglibConfig, frames: InputFrames | None = None) -> ScoreResult:
+    """Segment `features.snapshot_date` with a saved segmentation, upsert customer_segments, record drift.
+    `frames` replaces configured input sources by DataFrames (the Python API)."""
     snapshot, database = config.features.snapshot_date, config.storage.database
     if config.features.refit:
         raise ConfigError(
@@ -153,7 +155,12 @@ def score(spark: SparkSession, config: SeglibConfig) -> ScoreResult:
     )
     state, model = load_state(spark, artifacts, version, segmentation_snapshot)
     # The model's own preprocessing version, whatever a later refit made current.
-    features(spark, config, preprocessing_version=model_preprocessing_version(spark, artifacts, version))
+    features(
+        spark,
+        config,
+        preprocessing_version=model_preprocessing_version(spark, artifacts, version),
+        frames=frames,
+    )
     embed(spark, config, model_version=version)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
     scored = with_lifetime_value(

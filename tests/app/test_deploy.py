@@ -109,3 +109,30 @@ def test_bundle_tasks_run_the_stages_in_order_with_valid_seglib_arguments(bundle
 def _config_and_overrides(task: dict[str, Any]) -> tuple[str, list[str]]:
     args = build_parser().parse_args([task["task_key"], *task["spark_python_task"]["parameters"]])
     return args.config, args.overrides
+
+
+class _Widgets:
+    """The notebook's widgets at their default values (dbutils exists only on Databricks)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def text(self, name: str, default: str) -> None:
+        self.values[name] = default
+
+    def get(self, name: str) -> str:
+        return self.values[name]
+
+
+def test_the_notebook_example_builds_a_valid_segmentation_before_it_reads_data():
+    source = (BUNDLE_DIR / "notebooks" / "segment_customers.py").read_text()
+    assert source.startswith("# Databricks notebook source\n")
+    cells = source.split("# COMMAND ----------")
+    setup = next(index for index, cell in enumerate(cells) if "Segmentation(" in cell)
+    assert "spark.table" in cells[setup + 1] and ".fit(spark" in cells[setup + 1]
+    namespace: dict[str, Any] = {"dbutils": type("DBUtils", (), {"widgets": _Widgets()})()}
+    exec(compile("".join(cells[: setup + 1]), "segment_customers.py", "exec"), namespace)
+    config = namespace["segmentation"].config
+    assert config.storage.database == "seg_notebook" and config.spark.master is None
+    assert config.storage.model_dir == "dbfs:/tmp/seglib-notebook/models"
+    assert "generate" not in config.run.stages and config.input.transactions.columns.amount == "net_amount"
