@@ -46,7 +46,7 @@ ensure_venv() {
 install_requirements() {
   say "installing pinned stack from ${requirements#"$root"/}"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$root"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$root[local,tracking]"  # pins: stack.txt
 }
 
 # Horovod 0.28.1 does not build from the PyPI sdist as shipped (see shared/STACK.md):

@@ -17,9 +17,13 @@ from seglib.contract.uris import resolve_uri
 log = logging.getLogger(__name__)
 
 
-def delta_package_coordinates() -> str:
-    """Maven coordinates of the Delta jars that match the installed delta-spark Python package."""
-    version = metadata.version("delta-spark")
+def delta_package_coordinates() -> str | None:
+    """Maven coordinates of the Delta jars that match the installed delta-spark Python package; None
+    without it (a runtime such as Databricks brings Delta itself, seglib[local] installs the package)."""
+    try:
+        version = metadata.version("delta-spark")
+    except metadata.PackageNotFoundError:
+        return None
     return f"io.delta:delta-spark_2.12:{version}"
 
 
@@ -36,7 +40,6 @@ def session_settings(config: SeglibConfig) -> dict[str, str]:
     """Spark settings for a seglib session: Delta, UTC, the venv's Python on executors."""
     settings = {
         "spark.app.name": config.spark.app_name,
-        "spark.jars.packages": delta_package_coordinates(),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         **RESULT_SETTINGS,
@@ -49,6 +52,9 @@ def session_settings(config: SeglibConfig) -> dict[str, str]:
     # Delta rebuilds a table's state from its log with this many partitions (default 50): far too
     # many tasks for the small, per-snapshot logs of seglib's tables on a few cores, where it made
     # every write and read of a small table about twice as slow. It follows the shuffle setting.
+    delta_jars = delta_package_coordinates()
+    if delta_jars is not None:
+        settings["spark.jars.packages"] = delta_jars
     settings["spark.databricks.delta.snapshotPartitions"] = str(min(50, config.spark.shuffle_partitions))
     if config.spark.master is not None:
         settings["spark.master"] = config.spark.master

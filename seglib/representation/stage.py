@@ -32,7 +32,7 @@ from seglib.representation.launchers import LAUNCHERS, raise_rank_failures
 from seglib.representation.model_store import publish_model
 from seglib.representation.models import MODEL_KINDS, AutoencoderSpec
 from seglib.representation.rank_loop import RankResult, TrainingPlan
-from seglib.representation.tracking import track_with_mlflow
+from seglib.representation.tracking import require_tracking, track_with_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,8 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
     plan from its last epoch checkpoint."""
     snapshot = config.features.snapshot_date
     artifacts = Artifacts.from_config(config)
+    if config.train.mlflow.enabled:
+        require_tracking(config.train.mlflow, artifacts)
     data = _training_data(spark, config, artifacts)
     location = data.plan.checkpoint_uri
     assert location is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -9,8 +10,22 @@ from typing import Any
 
 from seglib.contract.artifacts import Artifacts
 from seglib.contract.config import MlflowConfig
-from seglib.contract.errors import TrainingError
+from seglib.contract.errors import ConfigError, TrainingError
 from seglib.contract.uris import join_uri, local_path, mask_credentials
+
+
+def require_tracking(settings: MlflowConfig, artifacts: Artifacts) -> None:
+    """Before training: stop when train.mlflow is enabled but MLflow is missing or has no store, rather
+    than after the model has been trained."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            "train.mlflow.enabled is true but MLflow is not installed: pip install 'seglib[tracking]' "
+            "(Databricks Runtime ML ships it), or set train.mlflow.enabled=false"
+        )
+    try:
+        mlflow_locations(settings, artifacts)
+    except TrainingError as error:
+        raise ConfigError(str(error)) from None
 
 
 def mlflow_locations(settings: MlflowConfig, artifacts: Artifacts) -> tuple[str, str | None]:
