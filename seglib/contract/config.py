@@ -56,13 +56,37 @@ class StorageConfig(_Strict):
     warehouse_dir: str = Field(default="seg-data/warehouse", description="Root of the output tables.")
     model_dir: str = Field(default="seg-data/models", description="Trained models and preprocessing.")
     cache_dir: str = Field(default="seg-data/cache", description="Petastorm's materialised training data.")
+    catalog: Identifier | None = Field(
+        default=None,
+        description="Catalog of the output tables (a Unity Catalog catalog, or spark_catalog): names become "
+        "catalog.database.table; null: the session's current catalog, names database.table.",
+    )
     database: Identifier = "seg"
     format: Literal["delta", "parquet"] = "delta"
+    tables: Literal["external", "managed"] = Field(
+        default="external",
+        description="external: tables in folders under warehouse_dir, registered by location (local "
+        "default); managed: the catalog keeps the table files (Unity Catalog managed Delta tables).",
+    )
 
     @field_validator("database")
     @classmethod
     def _database_is_identifier(cls, value: str) -> str:
         return validate_identifier(value, "storage.database")
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_is_identifier(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value, "storage.catalog")
+
+    @model_validator(mode="after")
+    def _managed_tables_are_delta(self) -> StorageConfig:
+        if self.tables == "managed" and self.format != "delta":
+            raise ValueError(
+                "storage.tables=managed writes managed Delta tables: set storage.format=delta, or keep "
+                "storage.tables=external for Parquet folders"
+            )
+        return self
 
 
 class SourceConfig(_Strict):
@@ -70,7 +94,8 @@ class SourceConfig(_Strict):
 
     format: Literal["table", "delta", "parquet", "csv"] = "table"
     name: str | None = Field(
-        default=None, description="Catalog table, `table` (in input.database) or `database.table`."
+        default=None,
+        description="Catalog table: `table` (in input.database), `database.table` or `catalog.database.table`.",
     )
     path: str | None = Field(
         default=None, description="Files of a delta, parquet or csv source (local or URL)."
@@ -88,8 +113,10 @@ class SourceConfig(_Strict):
             if not self.name or self.path:
                 raise ValueError("a table source needs `name` (table or database.table) and no `path`")
             parts = self.name.split(".")
-            if len(parts) > 2:
-                raise ValueError(f"source name {self.name!r} must be `table` or `database.table`")
+            if len(parts) > 3:
+                raise ValueError(
+                    f"source name {self.name!r} must be `table`, `database.table` or `catalog.database.table`"
+                )
             for part in parts:
                 validate_identifier(part, "source name part")
         else:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -105,15 +106,38 @@ def source_label(source: SourceConfig, default_database: str) -> str:
     return f"{source.format}:{source.path}"
 
 
+def _table_exists(spark: SparkSession, name: str) -> bool:
+    try:
+        return bool(spark.catalog.tableExists(name))
+    except AnalysisException:  # a catalog this session does not know
+        return False
+
+
+def warehouse_parts(warehouse: Warehouse, label: str) -> tuple[str, str]:
+    """(database, table) of a table source in seglib's warehouse; a three-level name must be in its
+    catalog (storage.catalog), since seglib writes and registers tables there only."""
+    parts = label.split(".")
+    if len(parts) == 3:
+        if parts[0] != warehouse.catalog:
+            raise InputDataError(
+                f"table {label} is not in the Spark catalog, and seglib's own tables are in catalog "
+                f"{warehouse.catalog or '(the current one)'} (storage.catalog); point the source at an "
+                "existing table, or set storage.catalog to its catalog"
+            )
+        parts = parts[1:]
+    return parts[0], parts[1]
+
+
 def read_source(
     spark: SparkSession, warehouse: Warehouse, source: SourceConfig, default_database: str
 ) -> DataFrame:
     """The source as a DataFrame: a catalog table (or one seglib wrote under warehouse_dir), or files."""
     label = source_label(source, default_database)
     if source.format == "table":
-        database, table = label.split(".")
-        if spark.catalog.tableExists(f"`{database}`.`{table}`"):
-            return spark.table(f"`{database}`.`{table}`")
+        quoted = ".".join(f"`{part}`" for part in label.split("."))
+        if _table_exists(spark, quoted):
+            return spark.table(quoted)
+        database, table = warehouse_parts(warehouse, label)
         if warehouse.exists(database, table):
             return warehouse.read(database, table)
         raise InputDataError(
@@ -141,8 +165,7 @@ def claim_source(
     overwritten, whatever the configuration says."""
     label = source_label(source, default_database)
     if source.format == "table":
-        database, table = label.split(".")
-        warehouse.claim(database, table)
+        warehouse.claim(*warehouse_parts(warehouse, label))
         return
     assert source.path is not None
     claim_folder(spark, source.path, f"the {source.format} source")
@@ -153,8 +176,7 @@ def write_source(df: DataFrame, warehouse: Warehouse, source: SourceConfig, defa
     a location that `claim_source` allows, marked as seglib's afterwards."""
     label = source_label(source, default_database)
     if source.format == "table":
-        database, table = label.split(".")
-        warehouse.write_table(df, database, table)
+        warehouse.write_table(df, *warehouse_parts(warehouse, label))
         return
     assert source.path is not None
     claim_folder(warehouse.spark, source.path, f"the {source.format} source")

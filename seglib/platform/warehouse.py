@@ -9,11 +9,17 @@ Snapshot tables are partitioned by snapshot_date and rewritten one snapshot at a
 with a concurrent job writing another snapshot) or, for Parquet, dynamic overwrite of the snapshot's
 partition.
 
+With `storage.tables: managed` (Unity Catalog, or any catalog that keeps its tables' files) the
+tables are managed Delta tables named `[catalog.]database.table`: created with the table property
+`seglib.created_by`, a snapshot replaced by one overwrite-by-filter commit (the V2 form of
+`replaceWhere`), no folder or location of seglib's own. `storage.catalog` adds the catalog part to every
+name in both modes.
+
 Nothing here writes to, overwrites or drops what seglib did not create: a table folder must be absent,
 empty or marked as seglib's (`seglib.ownership`), and a catalog entry of the same name must be an
 external table that seglib registered: a Parquet entry with the table property `seglib.created_by`, or
-a Delta entry on a marked folder (Delta keeps table properties in its log, not in the catalog).
-Anything else stops the write with `UnsafeWriteError` before a byte is written.
+a Delta entry on a marked folder (Delta keeps table properties in its log, not in the catalog); a
+managed table must carry the property. Anything else stops the write with `UnsafeWriteError` before a byte is written.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from seglib.contract.config import SeglibConfig, validate_identifier
@@ -97,21 +104,52 @@ class Warehouse:
     spark: SparkSession
     root: str
     format: TableFormat
+    catalog: str | None = None
+    managed: bool = False
 
     @classmethod
     def from_config(cls, spark: SparkSession, config: SeglibConfig) -> Warehouse:
-        return cls(spark, resolve_uri(config.storage.warehouse_dir), config.storage.format)
+        storage = config.storage
+        return cls(
+            spark,
+            resolve_uri(storage.warehouse_dir),
+            storage.format,
+            storage.catalog,
+            storage.tables == "managed",
+        )
+
+    def table_name(self, database: str, table: str) -> str:
+        """The quoted `[catalog.]database.table` name, its parts validated before they reach SQL."""
+        validate_identifier(database, "database")
+        validate_identifier(table, "table")
+        return ".".join(f"`{part}`" for part in (self.catalog, database, table) if part is not None)
+
+    def label(self, database: str, table: str) -> str:
+        """The name as messages show it: [catalog.]database.table, unquoted."""
+        return ".".join(part for part in (self.catalog, database, table) if part is not None)
+
+    def schema_name(self, database: str) -> str:
+        validate_identifier(database, "database")
+        return ".".join(f"`{part}`" for part in (self.catalog, database) if part is not None)
 
     def location(self, database: str, table: str) -> str:
+        """The folder of an external table (managed tables have none of seglib's)."""
         validate_identifier(database, "database")
         validate_identifier(table, "table")
         return join_uri(self.root, f"{database}.db", table)
 
     def exists(self, database: str, table: str) -> bool:
+        if self.managed:
+            return bool(self.spark.catalog.tableExists(self.table_name(database, table)))
         return HadoopFiles(self.spark).exists(self.location(database, table))
 
     def claim(self, database: str, table: str) -> None:
         """Stop unless this table's folder and catalog entry are seglib's own (or absent)."""
+        if self.managed:
+            entry = self.catalog_entry(database, table)
+            if entry is not None and not entry.created_by_seglib:
+                raise UnsafeWriteError(self._foreign_entry_message(database, table, entry))
+            return
         location = self.location(database, table)
         if _REGISTERED.get(self._session_key(database, table)) == location and is_seglib_folder(
             self.spark, location
@@ -128,9 +166,15 @@ class Warehouse:
             raise ValueError(f"{database}.{table}: rows to write lack the {SNAPSHOT_COLUMN} column")
         started = time.perf_counter()
         self.claim(database, table)
-        location = self.location(database, table)
         self.add_missing_columns(database, table, df.schema)
         claimed = time.perf_counter()
+        if self.managed:
+            self._write_managed(
+                df, database, table, F.col(SNAPSHOT_COLUMN) == F.lit(snapshot), partitioned=True
+            )
+            log.info("wrote snapshot %s of managed table %s", snapshot, self.label(database, table))
+            return
+        location = self.location(database, table)
         writer = df.write.format(self.format).mode("overwrite").partitionBy(SNAPSHOT_COLUMN)
         if self.format == "delta":
             writer = writer.option("replaceWhere", f"{SNAPSHOT_COLUMN} = DATE'{snapshot.isoformat()}'")
@@ -156,6 +200,10 @@ class Warehouse:
     def write_table(self, df: DataFrame, database: str, table: str) -> None:
         """Replace a whole table (one Delta commit; schema may change)."""
         self.claim(database, table)
+        if self.managed:
+            self.add_missing_columns(database, table, df.schema)
+            self._write_managed(df, database, table, F.lit(True), partitioned=False)
+            return
         location = self.location(database, table)
         writer = df.write.format(self.format).mode("overwrite")
         if self.format == "delta":
@@ -165,12 +213,43 @@ class Warehouse:
         self.register(database, table, df.schema, partitioned=False)
         log.info("wrote %s.%s (%s)", database, table, self.format)
 
+    def _write_managed(
+        self, df: DataFrame, database: str, table: str, replaced: Column, partitioned: bool
+    ) -> None:
+        """Create the managed table with seglib's property, or replace the rows `replaced` selects in one
+        commit (overwrite by filter: Delta's replaceWhere through the catalog). Call after `claim`."""
+        name = self.table_name(database, table)
+        if not self.exists(database, table):
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema_name(database)}")
+            creator = df.writeTo(name).using(self.format).tableProperty(OWNER_PROPERTY, OWNER_VALUE)
+            if partitioned:
+                creator = creator.partitionedBy(F.col(SNAPSHOT_COLUMN))
+            try:
+                creator.create()
+                return
+            except AnalysisException:
+                if not self.exists(database, table):
+                    raise
+                self.claim(database, table)  # another job created it first: replace the rows as below
+        retry_concurrent_commits(lambda: df.writeTo(name).overwrite(replaced), f"writing {name}")
+
+    def merge_target(self, database: str, table: str) -> str:
+        """The SQL name of a Delta table for MERGE: the catalog name of a managed table, else its path."""
+        if self.managed:
+            return self.table_name(database, table)
+        return f"delta.`{self.location(database, table)}`"
+
     def add_missing_columns(self, database: str, table: str, schema: StructType) -> None:
         """Columns that this seglib writes and a table written by an older one lacks are added at the end,
         nullable: the older snapshots read them as null, and no table is ever rewritten or dropped for it.
         Call after `claim`."""
-        location = self.location(database, table)
-        if self.format == "delta":
+        if self.managed:
+            if not self.exists(database, table):
+                return
+            target = self.table_name(database, table)
+            existing = self.spark.table(target).columns
+        elif self.format == "delta":
+            location = self.location(database, table)
             if not HadoopFiles(self.spark).exists(join_uri(location, "_delta_log")):
                 return
             existing = self.spark.read.format("delta").load(location).columns
@@ -178,8 +257,8 @@ class Warehouse:
         else:
             if self.catalog_entry(database, table) is None:
                 return  # registering it declares the schema of the rows written
-            existing = self.spark.table(f"`{database}`.`{table}`").columns
-            target = f"`{database}`.`{table}`"
+            target = self.table_name(database, table)
+            existing = self.spark.table(target).columns
         known = {name.lower() for name in existing}
         missing = [field for field in schema if field.name.lower() not in known]
         if not missing:
@@ -199,12 +278,14 @@ class Warehouse:
         Delta keeps the schema in its log; a Parquet folder of an empty, partitioned table holds no
         file to infer it from, so the schema of the rows just written is declared when known.
         """
+        if self.managed:
+            return  # the catalog holds a managed table from its creation on
         location = self.location(database, table)
         self.spark.sql(
-            f"CREATE DATABASE IF NOT EXISTS `{database}` "
+            f"CREATE DATABASE IF NOT EXISTS {self.schema_name(database)} "
             f"LOCATION {sql_string(join_uri(self.root, database + '.db'))}"
         )
-        qualified = f"`{database}`.`{table}`"
+        qualified = self.table_name(database, table)
         session_key = self._session_key(database, table)
         if _REGISTERED.get(session_key) != location:
             self._drop_seglib_entry_registered_elsewhere(database, table, location)
@@ -247,7 +328,7 @@ class Warehouse:
         kind = "a managed table" if entry.table_type == "MANAGED" else f"a {entry.table_type.lower()} table"
         where = f" at {mask_credentials(entry.location)}" if entry.location else ""
         return (
-            f"{database}.{table} is already in the Spark catalog as {kind}{where} that seglib did not create; "
+            f"{self.label(database, table)} is already in the Spark catalog as {kind}{where} that seglib did not create; "
             "seglib never drops, re-points or writes over a table it did not create. Set storage.database "
             "(or input.database for generated raw tables) to a database of seglib's own, or drop or rename "
             "that table yourself if it is disposable"
@@ -265,16 +346,18 @@ class Warehouse:
             "%s.%s was registered at %s; pointing it at %s, where this configuration keeps it",
             database, table, mask_credentials(entry.location), mask_credentials(location),
         )  # fmt: skip
-        self.spark.sql(f"DROP TABLE `{database}`.`{table}`")  # seglib's external table: only the entry goes
+        # seglib's external table: only the entry goes.
+        self.spark.sql(f"DROP TABLE {self.table_name(database, table)}")
 
     def catalog_entry(self, database: str, table: str) -> CatalogEntry | None:
         """The catalog's entry of this name (type, location, whether seglib registered it), if any."""
-        if not self.spark.catalog.tableExists(table, database):
+        name = self.table_name(database, table)
+        if not self.spark.catalog.tableExists(name):
             return None
         try:
-            details = self.spark.sql(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`").collect()
+            details = self.spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()
         except AnalysisException:  # registered at a folder that no longer holds the table
-            table_type = self.spark.catalog.getTable(f"`{database}`.`{table}`").tableType or "EXTERNAL"
+            table_type = self.spark.catalog.getTable(name).tableType or "EXTERNAL"
             return CatalogEntry(table_type.upper(), "", False)
         names = [row["col_name"] for row in details]
         detail_start = (
@@ -290,16 +373,19 @@ class Warehouse:
         )
 
     def _is_partitioned(self, database: str, table: str) -> bool:
-        return any(column.isPartition for column in self.spark.catalog.listColumns(f"`{database}`.`{table}`"))
+        return any(
+            column.isPartition for column in self.spark.catalog.listColumns(self.table_name(database, table))
+        )
 
     def read(self, database: str, table: str) -> DataFrame:
         if not self.exists(database, table):
+            where = "in the catalog" if self.managed else f"under {self.root}"
             raise InputDataError(
-                f"table {database}.{table} does not exist under {self.root}; run the stage that writes it "
-                "first (for the raw tables: `seg generate`)"
+                f"table {self.label(database, table)} does not exist {where}; run the stage that writes "
+                "it first (for the raw tables: `seg generate`)"
             )
         self.register(database, table)
-        return self.spark.table(f"`{database}`.`{table}`")
+        return self.spark.table(self.table_name(database, table))
 
     def snapshot_rows(self, database: str, table: str, snapshot: dt.date) -> DataFrame:
         """The table's rows of one snapshot (possibly none); the table must exist."""
@@ -321,7 +407,10 @@ class Warehouse:
         return df
 
     def register_existing_tables(self, database: str) -> list[str]:
-        """Register every table found under the database folder (sessions start with an empty catalog)."""
+        """Register every table found under the database folder (sessions start with an empty catalog);
+        managed tables are in the catalog already."""
+        if self.managed:
+            return []
         folder = join_uri(self.root, f"{database}.db")
         registered = []
         for table in (

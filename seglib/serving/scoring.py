@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -115,28 +116,28 @@ def upsert_segments(warehouse: Warehouse, database: str, scored: DataFrame, snap
     if warehouse.format != "delta" or not warehouse.exists(database, SEGMENTS_TABLE):
         warehouse.write_snapshot(scored, database, SEGMENTS_TABLE, snapshot)
         return
-    from delta.tables import DeltaTable
-
     warehouse.claim(database, SEGMENTS_TABLE)
     warehouse.add_missing_columns(database, SEGMENTS_TABLE, scored.schema)
     day = f"DATE'{snapshot.isoformat()}'"
+    # SQL MERGE rather than DeltaTable.forName: the same statement for a path and for a three-level
+    # catalog name (Delta's Python API parses two-level names only outside Databricks).
+    view = f"_seglib_scored_{uuid.uuid4().hex}"
+    scored.createOrReplaceTempView(view)
+    statement = (
+        f"MERGE INTO {warehouse.merge_target(database, SEGMENTS_TABLE)} AS target USING {view} AS scored "
+        f"ON target.{SNAPSHOT_COLUMN} = {day} AND target.customer_id = scored.customer_id "
+        f"AND target.{SNAPSHOT_COLUMN} = scored.{SNAPSHOT_COLUMN} "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT * "
+        f"WHEN NOT MATCHED BY SOURCE AND target.{SNAPSHOT_COLUMN} = {day} THEN DELETE"
+    )
 
     def merge() -> None:
-        target = DeltaTable.forPath(warehouse.spark, warehouse.location(database, SEGMENTS_TABLE))
-        (
-            target.alias("target")
-            .merge(
-                scored.alias("scored"),
-                f"target.{SNAPSHOT_COLUMN} = {day} AND target.customer_id = scored.customer_id "
-                f"AND target.{SNAPSHOT_COLUMN} = scored.{SNAPSHOT_COLUMN}",
-            )
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .whenNotMatchedBySourceDelete(condition=f"target.{SNAPSHOT_COLUMN} = {day}")
-            .execute()
-        )
+        warehouse.spark.sql(statement)
 
-    retry_concurrent_commits(merge, f"merging scores into {database}.{SEGMENTS_TABLE}")
+    try:
+        retry_concurrent_commits(merge, f"merging scores into {database}.{SEGMENTS_TABLE}")
+    finally:
+        warehouse.spark.catalog.dropTempView(view)
     warehouse.register(database, SEGMENTS_TABLE)
 
 

@@ -50,6 +50,10 @@ def api_config(tmp_path, database: str) -> dict:
             "model_dir": str(tmp_path / "models"),
             "cache_dir": str(tmp_path / "cache"),
             "database": database,
+            # Managed Delta tables with three-level names, as in a Unity Catalog workspace (Spark's own
+            # catalog here); the other end-to-end tests use external tables under warehouse_dir.
+            "catalog": "spark_catalog",
+            "tables": "managed",
         },
         "input": {
             "transactions": {
@@ -89,6 +93,12 @@ def test_fit_and_transform_on_dataframes_in_a_notebook_session(spark, tmp_path):
     fitted = segmentation.fit(notebook, log.drop("group"))
 
     assert {key: notebook.conf.get(key) for key in NOTEBOOK_SETTINGS} == NOTEBOOK_SETTINGS
+    for table in ("customer_features", "customer_embeddings", "customer_segments", "segment_catalog"):
+        details = {
+            row["col_name"]: row["data_type"]
+            for row in notebook.sql(f"DESCRIBE TABLE EXTENDED spark_catalog.seg_api.{table}").collect()
+        }
+        assert details["Type"] == "MANAGED" and "seglib.created_by=seglib" in details["Table Properties"]
     segments = fitted.segments.join(
         log.select(F.col("card").alias("customer_id"), "group").distinct(), "customer_id"
     )
@@ -122,6 +132,9 @@ def test_fit_and_transform_on_dataframes_in_a_notebook_session(spark, tmp_path):
         adjusted_rand_score(list(fitted_segments.values()), [by_customer[c] for c in fitted_segments]) > 0.9
     )
     assert scored.catalog.count() == 3
+    # Scoring merged into the managed table: the fitted snapshot's rows are untouched beside the new ones.
+    per_snapshot = notebook.table("spark_catalog.seg_api.customer_segments").groupBy("snapshot_date").count()
+    assert sorted(tuple(row) for row in per_snapshot.collect()) == [(SNAPSHOT, 90), (later, 90)]
     assert {key: notebook.conf.get(key) for key in NOTEBOOK_SETTINGS} == NOTEBOOK_SETTINGS
 
 

@@ -90,6 +90,30 @@ def test_catalog_table_source_in_another_database(spark, make_config):
     assert read_inputs(spark, config).transactions.count() == 1
 
 
+def test_a_three_level_table_name_is_read_and_a_fourth_level_is_refused(spark, make_config):
+    spark.sql("CREATE DATABASE IF NOT EXISTS spark_catalog.shop_three_level")
+    spark.createDataFrame(
+        [("x", dt.datetime(2025, 6, 1, 8, 0), 1.5), ("y", dt.datetime(2025, 6, 2, 8, 0), 2.5)],
+        "card string, bought timestamp, total double",
+    ).write.mode("overwrite").saveAsTable("shop_three_level.receipts")
+    config = make_config(
+        *ONLY_TRANSACTIONS,
+        BARE_COLUMNS,
+        "input.transactions.source.name=spark_catalog.shop_three_level.receipts",
+    )
+    assert source_label(config.input.transactions.source, "raw") == "spark_catalog.shop_three_level.receipts"
+    assert sorted(row["amount"] for row in read_inputs(spark, config).transactions.collect()) == [1.5, 2.5]
+    with pytest.raises(
+        ConfigError, match=r"must be `table`, `database\.table` or `catalog\.database\.table`"
+    ):
+        make_config(*ONLY_TRANSACTIONS, "input.transactions.source.name=a.b.c.d")
+    missing = make_config(*ONLY_TRANSACTIONS, "input.transactions.source.name=other_catalog.shop.receipts")
+    with pytest.raises(
+        InputDataError, match="not in the Spark catalog, and seglib's own tables are in catalog"
+    ):
+        read_inputs(spark, missing)
+
+
 def bare_table(spark, make_config, rows, schema, *extra):
     config = make_config(*ONLY_TRANSACTIONS, BARE_COLUMNS, *extra)
     Warehouse.from_config(spark, config).write_table(
@@ -182,7 +206,7 @@ def test_a_csv_path_that_does_not_exist(spark, make_config, tmp_path):
     ("override", "message"),
     [
         ("input.transactions.source={format: csv}", "a csv source needs `path`"),
-        ("input.transactions.source={format: table, name: 'a.b.c'}", "must be `table` or `database.table`"),
+        ("input.transactions.source={format: table, name: 'a.b.c.d'}", "or `catalog.database.table`"),
         ("input.transactions.source={format: table, name: 'x;drop'}", "is not a valid identifier"),
         ("input.transactions.columns.amount='total amount'", "is not a valid identifier"),
         ("input.customers.columns.birth_date=dob", "either age or birth_date"),

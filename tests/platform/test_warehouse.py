@@ -7,11 +7,21 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 
-from seglib.contract.errors import InputDataError
+from seglib.contract.errors import InputDataError, UnsafeWriteError
+from seglib.platform.files import HadoopFiles
 from seglib.platform.warehouse import Warehouse
 
 DAY_1 = dt.date(2025, 1, 31)
 DAY_2 = dt.date(2025, 2, 28)
+
+
+# How a test's tables are stored: external Delta or Parquet folders, or managed Delta tables with
+# three-level names in Spark's own catalog (as in a Unity Catalog workspace).
+STORAGE_MODES = {
+    "delta": ["storage.format=delta"],
+    "parquet": ["storage.format=parquet"],
+    "managed": ["storage.format=delta", "storage.tables=managed", "storage.catalog=spark_catalog"],
+}
 
 
 def snapshot_rows(spark, snapshot, values):
@@ -21,9 +31,9 @@ def snapshot_rows(spark, snapshot, values):
     )
 
 
-@pytest.mark.parametrize("table_format", ["delta", "parquet"])
+@pytest.mark.parametrize("table_format", list(STORAGE_MODES))
 def test_rewriting_a_snapshot_replaces_its_rows_and_keeps_the_others(spark, make_config, table_format):
-    config = make_config(f"storage.format={table_format}")
+    config = make_config(*STORAGE_MODES[table_format])
     warehouse = Warehouse.from_config(spark, config)
     database = config.storage.database
     warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [1.0, 2.0, 3.0]), database, "scores", DAY_1)
@@ -39,11 +49,11 @@ def test_rewriting_a_snapshot_replaces_its_rows_and_keeps_the_others(spark, make
     ]
 
 
-@pytest.mark.parametrize("table_format", ["delta", "parquet"])
+@pytest.mark.parametrize("table_format", list(STORAGE_MODES))
 def test_columns_a_newer_seglib_writes_are_added_and_read_as_null_in_older_snapshots(
     spark, make_config, table_format
 ):
-    config = make_config(f"storage.format={table_format}")
+    config = make_config(*STORAGE_MODES[table_format])
     warehouse = Warehouse.from_config(spark, config)
     database = config.storage.database
     warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [1.0, 2.0]), database, "scores", DAY_1)
@@ -104,9 +114,9 @@ def test_table_names_are_validated_before_they_reach_sql(spark, make_config):
         warehouse.location("seg", "x` USING parquet --")
 
 
-@pytest.mark.parametrize("table_format", ["delta", "parquet"])
+@pytest.mark.parametrize("table_format", list(STORAGE_MODES))
 def test_whole_tables_are_replaced_and_readable_through_the_catalog(spark, make_config, table_format):
-    config = make_config(f"storage.format={table_format}")
+    config = make_config(*STORAGE_MODES[table_format])
     warehouse = Warehouse.from_config(spark, config)
     database = config.input.database
     people = spark.createDataFrame([(1, "a"), (2, "b")], "customer_id long, name string")
@@ -211,3 +221,45 @@ def test_a_reader_during_snapshot_rewrites_sees_one_whole_version_of_each_snapsh
         assert day_2[:2] == (DAY_2, 400) and day_2[2] == day_2[3], read  # never a mix of two writes
         versions_seen.add(day_2[2])
     assert len(versions_seen) >= 2, versions_seen  # the reads did interleave with the writes
+
+
+def test_managed_tables_have_three_level_names_carry_seglibs_property_and_keep_no_folder_of_its_own(
+    spark, make_config
+):
+    config = make_config(*STORAGE_MODES["managed"])
+    warehouse = Warehouse.from_config(spark, config)
+    database = config.storage.database
+    warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [1.0, 2.0]), database, "scores", DAY_1)
+    warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [5.0]), database, "scores", DAY_1)
+
+    name = f"spark_catalog.{database}.scores"
+    assert warehouse.table_name(database, "scores") == f"`spark_catalog`.`{database}`.`scores`"
+    assert [row["value"] for row in spark.table(name).collect()] == [5.0]
+    entry = warehouse.catalog_entry(database, "scores")
+    assert entry is not None and entry.table_type == "MANAGED" and entry.created_by_seglib
+    assert [column.name for column in spark.catalog.listColumns(name) if column.isPartition] == [
+        "snapshot_date"
+    ]
+    assert not HadoopFiles(spark).exists(
+        warehouse.location(database, "scores")
+    )  # no folder under warehouse_dir
+    assert warehouse.register_existing_tables(database) == []
+
+
+def test_a_managed_table_seglib_did_not_create_is_never_written(spark, make_config):
+    config = make_config(*STORAGE_MODES["managed"])
+    warehouse = Warehouse.from_config(spark, config)
+    database = config.storage.database
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS spark_catalog.{database}")
+    spark.sql(
+        f"CREATE TABLE spark_catalog.{database}.scores (customer_id long, value double, snapshot_date date) "
+        "USING delta"
+    )
+    spark.sql(f"INSERT INTO spark_catalog.{database}.scores VALUES (7, 7.0, DATE'{DAY_1}')")
+    with pytest.raises(UnsafeWriteError, match=r"managed table .* that seglib did not create"):
+        warehouse.write_snapshot(snapshot_rows(spark, DAY_1, [1.0]), database, "scores", DAY_1)
+    with pytest.raises(UnsafeWriteError):
+        warehouse.write_table(snapshot_rows(spark, DAY_1, [1.0]), database, "scores")
+    assert [tuple(row) for row in spark.table(f"spark_catalog.{database}.scores").collect()] == [
+        (7, 7.0, DAY_1)
+    ]
