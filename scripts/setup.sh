@@ -114,9 +114,28 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq chromium >/dev/null
 }
 
+# The deploy tests validate the Databricks bundle against the schema of the real Databricks CLI
+# (`databricks bundle schema`). The CLI is a Go program: built once from the Go module proxy (the only
+# source reachable from CI; v0.226.0 is a release it serves) and cached.
+databricks_cli_version="v0.226.0"
+ensure_databricks_cli() {
+  local cli="$cache/bin/databricks-$databricks_cli_version" work
+  [[ -x "$cli" ]] && return
+  command -v go >/dev/null || die "go not found; the deploy tests build the Databricks CLI from source. Install Go >= 1.22 (apt-get install golang-go)."
+  say "building the Databricks CLI $databricks_cli_version from the Go module proxy (about a minute)"
+  work="$(mktemp -d)"
+  printf 'module seglib/databricks-cli\n\ngo 1.22\n\nrequire github.com/databricks/cli %s\n' "$databricks_cli_version" >"$work/go.mod"
+  mkdir -p "$cache/bin"
+  (cd "$work" && GOFLAGS=-mod=mod go build -o "$cli.partial" github.com/databricks/cli) \
+    || die "building the Databricks CLI failed (see above)"
+  mv "$cli.partial" "$cli"
+  rm -rf "$work"
+  "$cli" bundle schema >/dev/null || die "the Databricks CLI at $cli does not run"
+}
+
 check_prerequisites
 ensure_venv
 install_requirements
 ensure_horovod
-[[ "${1:-}" == "--dev" ]] && ensure_chromium
+[[ "${1:-}" == "--dev" ]] && ensure_chromium && ensure_databricks_cli
 say "ready: $venv"

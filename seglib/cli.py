@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import re
 import sys
@@ -40,7 +41,21 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set train.epochs=20 (repeatable)",
     )
+    parser.add_argument(
+        "--snapshot-day-before",
+        metavar="YYYY-MM-DD",
+        type=_day,
+        help="set features.snapshot_date to the day before this date: a scheduled job passes its start "
+        "date (Databricks: {{job.start_time.iso_date}}) to process the last complete day",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="also run statements that change tables or the catalog (INSERT, DROP, ...); without it "
                 "seg sql runs queries only",
+            )
+        if name == "score":
+            sub.add_argument(
+                "--no-retrain-status",
+                action="store_true",
+                help=f"exit 0 rather than {int(ExitStatus.RETRAIN)} when drift recommends retraining, for "
+                "schedulers that branch on a value instead (the recommendation is still logged, recorded in "
+                "segment_drift and, on Databricks, set as the task value retrain_recommended)",
             )
         if name == "features":
             sub.add_argument(
@@ -172,6 +195,7 @@ def execute(
                     "retrain_recommended": result.drift.retrain_recommended,
                     "segment_psi": round(result.drift.segment_psi, 6),
                     "novel_share": round(result.drift.novel_share, 6),
+                    "snapshot_date": result.snapshot.isoformat(),
                 },
             )
         else:
@@ -192,6 +216,14 @@ def describe_result(command: str, result: Any) -> str:
     return str(result.format())
 
 
+def config_from_args(args: argparse.Namespace) -> SeglibConfig:
+    """The config a command line names: --config, then each --set, then --snapshot-day-before."""
+    overrides = list(args.overrides)
+    if args.snapshot_day_before is not None:
+        overrides.append(f"features.snapshot_date={args.snapshot_day_before - dt.timedelta(days=1)}")
+    return load_config(args.config, overrides)
+
+
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     """`seg COMMAND [options]`, or a job's fixed COMMAND with options only. Returns an `ExitStatus`:
     0 done, 2 bad command line or config (or a refused write), 3 bad input data, 4 a run-time failure,
@@ -203,7 +235,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     args = parser.parse_args(arguments)
     configure_logging(args.verbose)
     try:
-        config = load_config(args.config, args.overrides)
+        config = config_from_args(args)
         result = execute(
             args.command,
             config,
@@ -219,7 +251,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         log.exception("seg %s failed", args.command)
         print(f"seg {args.command}: failed: {type(error).__name__}: {error}", file=sys.stderr)
         return exit_status(error)
-    if args.command == "score" and result.drift.retrain_recommended:
+    if args.command == "score" and result.drift.retrain_recommended and not args.no_retrain_status:
         print(
             f"seg score: drift recommends retraining (exit status {int(ExitStatus.RETRAIN)}): "
             + "; ".join(result.drift.warnings),

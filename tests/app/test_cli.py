@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from seglib.cli import build_parser, config_from_args
 
 BIN = Path(sys.executable).parent
 VENV_ENV = {
@@ -93,3 +98,18 @@ def test_task_values_are_set_through_dbutils_only_on_databricks(spark, monkeypat
     monkeypatch.setitem(sys.modules, "pyspark.dbutils", types.SimpleNamespace(DBUtils=DBUtils))
     assert set_task_values(spark, {"retrain_recommended": True, "segment_psi": 0.31}) is True
     assert recorded == [("retrain_recommended", True), ("segment_psi", 0.31)]
+
+
+def test_a_scheduled_run_processes_the_day_before_its_start_date():
+    args = build_parser().parse_args(["score", "--snapshot-day-before", "2026-03-01", "--no-retrain-status"])
+    assert config_from_args(args).features.snapshot_date == dt.date(2026, 2, 28)
+    assert args.no_retrain_status
+    # A --set of the snapshot is overridden by the day-before rule, which the scheduler passes last.
+    args = build_parser().parse_args(
+        ["features", "--set", "features.snapshot_date=2020-01-01", "--snapshot-day-before", "2025-01-01"]
+    )
+    assert config_from_args(args).features.snapshot_date == dt.date(2024, 12, 31)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["score", "--snapshot-day-before", "yesterday"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["features", "--no-retrain-status"])  # a scoring option only

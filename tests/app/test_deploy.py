@@ -1,24 +1,30 @@
 """The cluster artefacts, checked as far as this machine allows: the Dockerfile against hadolint, the
-Databricks bundle against the typed job schema of databricks-bundles and against seglib's own CLI."""
+Databricks bundle against the Databricks CLI's own bundle JSON schema, the typed job schema of
+databricks-bundles and seglib's own CLI, and the notebook example's config."""
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from seglib.cli import build_parser
-from seglib.contract.config import load_config
+from seglib.cli import build_parser, config_from_args
+from seglib.contract.config import SeglibConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_DIR = ROOT / "deploy" / "databricks"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+DATABRICKS_CLI_VERSION = "v0.226.0"  # scripts/setup.sh builds this version
 
 
 def test_the_dockerfile_passes_hadolint_and_copies_files_that_exist():
@@ -60,9 +66,39 @@ def resolved_jobs(bundle: dict[str, Any], target: str) -> dict[str, Any]:
     variables = {name: str(spec.get("default")) for name, spec in bundle["variables"].items()}
     variables.update({k: str(v) for k, v in bundle["targets"][target].get("variables", {}).items()})
     values = {f"${{var.{name}}}": value for name, value in variables.items()}
-    values["${workspace.file_path}"] = str(ROOT)
+    values["${workspace.file_path}"] = str(BUNDLE_DIR)
+    values["${workspace.current_user.userName}"] = "someone@example.com"
+    values["${resources.jobs.segmentation.id}"] = "123"
     values["{{job.start_time.iso_date}}"] = "2026-01-15"
+    values["{{job.parameters.snapshot_date}}"] = variables["training_snapshot"]
     return substitute(bundle["resources"]["jobs"], values)
+
+
+def databricks_cli() -> Path:
+    """The Databricks CLI that `scripts/setup.sh --dev` builds from the Go module proxy."""
+    cache = Path(
+        os.environ.get("SEGLIB_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seglib"
+    )
+    cli = cache / "bin" / f"databricks-{DATABRICKS_CLI_VERSION}"
+    assert cli.is_file(), f"{cli} is missing: scripts/setup.sh --dev builds it (needs Go)"
+    return cli
+
+
+def test_the_bundle_validates_against_the_databricks_clis_bundle_schema(bundle, tmp_path):
+    import jsonschema
+
+    schema = json.loads(
+        subprocess.run(
+            [databricks_cli(), "bundle", "schema"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    validator = jsonschema.Draft7Validator(schema)
+    assert [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(bundle)] == []
+    # The schema does catch a misspelt field.
+    broken = copy.deepcopy(bundle)
+    broken["resources"]["jobs"]["scoring"]["tasks"][0]["python_wheel_tsak"] = {}
+    assert any("python_wheel_tsak" in error.message for error in validator.iter_errors(broken))
 
 
 def test_every_variable_the_bundle_uses_is_declared(bundle):
@@ -83,32 +119,66 @@ def test_bundle_jobs_match_the_databricks_job_schema(bundle, target):
         assert parsed.name and len(parsed.tasks) == len(job["tasks"]), name
 
 
-def test_bundle_tasks_run_the_stages_in_order_with_valid_seglib_arguments(bundle):
+def seg_config(task: dict[str, Any]) -> tuple[Any, SeglibConfig]:
+    """The parsed `seg` command line of a wheel task and the config it loads."""
+    wheel = task["python_wheel_task"]
+    assert wheel["package_name"] == "seglib" and wheel["entry_point"] == "seg"
+    args = build_parser().parse_args(wheel["parameters"])
+    return args, config_from_args(args)
+
+
+def test_bundle_tasks_run_the_stages_in_order_on_the_seg_entry_point_with_valid_arguments(bundle):
+    assert (
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["seg"] == "seglib.cli:main"
+    )
     jobs = resolved_jobs(bundle, "prod")
     segmentation = {task["task_key"]: task for task in jobs["segmentation"]["tasks"]}
     assert list(segmentation) == ["features", "train", "embed", "cluster", "report"]
     for previous, task in zip(list(segmentation)[:-1], list(segmentation)[1:], strict=True):
         assert segmentation[task]["depends_on"] == [{"task_key": previous}]
-    assert segmentation["train"]["job_cluster_key"] == "gpu"
+    for key, task in segmentation.items():
+        args, config = seg_config(task)
+        assert args.command == key and config.spark.master is None
+        assert str(config.features.snapshot_date) == bundle["variables"]["training_snapshot"]["default"]
+        assert (config.storage.catalog, config.storage.database, config.storage.tables) == (
+            "main",
+            "seg",
+            "managed",
+        )
+        assert config.input.transactions.source.name == "main.seg_raw.transactions"
+        for location in (config.storage.model_dir, config.storage.cache_dir, config.train.checkpoint_dir):
+            assert str(location).startswith("/Volumes/main/seg/seglib/")
+    train = segmentation["train"]
+    assert train["job_cluster_key"] == "gpu" and train["max_retries"] >= 1 and train["retry_on_timeout"]
+    assert seg_config(train)[1].train.num_proc == int(bundle["variables"]["gpu_workers"]["default"])
+    assert seg_config(train)[1].train.mlflow.tracking_uri == "databricks"
+    for job in jobs.values():
+        assert job["timeout_seconds"] > 0 and job["email_notifications"]["on_failure"]
+        for cluster in job["job_clusters"]:
+            assert cluster["new_cluster"]["data_security_mode"] == "SINGLE_USER"
     gpu = next(c for c in jobs["segmentation"]["job_clusters"] if c["job_cluster_key"] == "gpu")
     assert gpu["new_cluster"]["spark_conf"]["spark.task.resource.gpu.amount"] == "1"
+
+
+def test_the_scoring_job_scores_the_last_complete_day_and_retrains_when_drift_says_so(bundle):
+    jobs = resolved_jobs(bundle, "prod")
     scoring = {task["task_key"]: task for task in jobs["scoring"]["tasks"]}
-    assert list(scoring) == ["score", "report"] and jobs["scoring"]["schedule"]["quartz_cron_expression"]
-    for task in [*segmentation.values(), *scoring.values()]:
-        job_file = (BUNDLE_DIR / task["spark_python_task"]["python_file"]).resolve()
-        assert job_file.is_file() and f'main(command="{task["task_key"]}")' in job_file.read_text()
-        args = build_parser().parse_args([task["task_key"], *task["spark_python_task"]["parameters"]])
-        config = load_config(args.config, args.overrides)  # every --set is a valid, known key
-        assert config.spark.master is None and config.storage.warehouse_dir.startswith("dbfs:/seglib/")
-    trained = load_config(*_config_and_overrides(segmentation["train"]))
-    assert trained.train.num_proc == int(bundle["variables"]["gpu_workers"]["default"])
-    scored = load_config(*_config_and_overrides(scoring["score"]))
-    assert str(scored.features.snapshot_date) == "2026-01-15"
-
-
-def _config_and_overrides(task: dict[str, Any]) -> tuple[str, list[str]]:
-    args = build_parser().parse_args([task["task_key"], *task["spark_python_task"]["parameters"]])
-    return args.config, args.overrides
+    assert list(scoring) == ["score", "report", "retrain_recommended", "retrain"]
+    assert jobs["scoring"]["schedule"]["quartz_cron_expression"]
+    for key in ("score", "report"):
+        args, config = seg_config(scoring[key])
+        assert (
+            args.command == key and str(config.features.snapshot_date) == "2026-01-14"
+        )  # started 2026-01-15
+    args, _ = seg_config(scoring["score"])
+    assert args.no_retrain_status  # the job branches on the task value, not on exit status 10
+    condition = scoring["retrain_recommended"]["condition_task"]
+    assert condition["left"] == "{{tasks.score.values.retrain_recommended}}" and condition["right"] == "true"
+    assert scoring["retrain"]["depends_on"] == [{"task_key": "retrain_recommended", "outcome": "true"}]
+    retrain = scoring["retrain"]["run_job_task"]
+    assert retrain["job_parameters"] == {"snapshot_date": "{{tasks.score.values.snapshot_date}}"}
+    segmentation = bundle["resources"]["jobs"]["segmentation"]
+    assert [parameter["name"] for parameter in segmentation["parameters"]] == ["snapshot_date"]
 
 
 class _Widgets:
