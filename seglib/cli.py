@@ -185,22 +185,28 @@ def execute(
         return None
     with progress_of(spark, command):
         if command == "score":
-            from seglib.platform.databricks import set_task_values
-            from seglib.serving.scoring import score
-
-            result = score(spark, config)
-            set_task_values(
-                spark,
-                {
-                    "retrain_recommended": result.drift.retrain_recommended,
-                    "segment_psi": round(result.drift.segment_psi, 6),
-                    "novel_share": round(result.drift.novel_share, 6),
-                    "snapshot_date": result.snapshot.isoformat(),
-                },
-            )
+            result = score_and_tell_the_job(spark, config)
         else:
             result = STAGES[command](spark, config)  # type: ignore[index]
     print(describe_result(command, result))
+    return result
+
+
+def score_and_tell_the_job(spark: Any, config: SeglibConfig) -> Any:
+    """`seg score`, then the task values a Databricks job branches on (nothing elsewhere)."""
+    from seglib.platform.databricks import set_task_values
+    from seglib.serving.scoring import score
+
+    result = score(spark, config)
+    set_task_values(
+        spark,
+        {
+            "retrain_recommended": result.drift.retrain_recommended,
+            "segment_psi": round(result.drift.segment_psi, 6),
+            "novel_share": round(result.drift.novel_share, 6),
+            "snapshot_date": result.snapshot.isoformat(),
+        },
+    )
     return result
 
 

@@ -412,6 +412,12 @@ class MlflowConfig(_Strict):
         description="null = MLFLOW_TRACKING_URI, else a SQLite store (mlflow.db) beside local models.",
     )
     experiment: str = Field(default="seglib", min_length=1)
+    registered_model: str | None = Field(
+        default=None,
+        description="Register each segmentation's pyfunc model under this name (Unity Catalog: "
+        "catalog.schema.model) and move `alias` to the new version; null: logged in a run only.",
+    )
+    alias: str = Field(default="production", min_length=1, description="Alias of the newest segmentation.")
 
 
 # The names of the registries' entries (seglib.representation.models.MODEL_KINDS and
@@ -627,7 +633,20 @@ class ScoreConfig(_Strict):
         default=None,
         description="Training snapshot whose model and segments score new data; null: the latest one.",
     )
+    model_uri: str | None = Field(
+        default=None,
+        description="Score with the segmentation an MLflow model was logged from: models:/name@alias, "
+        "models:/name/version or runs:/id/segmentation_model (in train.mlflow's tracking store).",
+    )
     drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> ScoreConfig:
+        if self.model_uri is not None and self.segmentation_snapshot is not None:
+            raise ValueError("set score.model_uri or score.segmentation_snapshot, not both")
+        if self.model_uri is not None and not self.model_uri.startswith(("models:/", "runs:/")):
+            raise ValueError(f"score.model_uri {self.model_uri!r} must start with models:/ or runs:/")
+        return self
 
 
 class LifetimeValueConfig(_Strict):

@@ -51,6 +51,7 @@ from seglib.segments.algorithms import (
 )
 from seglib.segments.explanations import Surrogate, surrogate_tree
 from seglib.segments.matching import Matching, cosine_matrix, jaccard_matrix, match_segments, migration
+from seglib.segments.model_export import log_segmentation_model
 from seglib.segments.naming import SegmentName, load_naming_rules, name_segments
 from seglib.segments.profiles import SegmentProfile, collect_profiles, segment_profiles
 from seglib.segments.reference import bin_shares, decile_edges
@@ -135,6 +136,8 @@ class ClusterResult:
                 if self.ari_with_previous is not None
                 else f"previous snapshot {self.previous_snapshot}: no customers in common"
             )
+        if self.details.get("mlflow_model_uri"):
+            lines.append(f"MLflow model: {self.details['mlflow_model_uri']}")
         lines.append(format_summary(self.segments))
         return "\n".join(lines)
 
@@ -278,6 +281,8 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
         novel_customers=counts.novel,
         details={"matching_basis": described.matching.basis, "silhouette": _silhouette(fit)},
     )
+    if config.train.mlflow.enabled:
+        result.details["mlflow_model_uri"] = log_segmentation_model(spark, config, state)
     _write_run(spark, warehouse, config, result, fit, described, counts.customers)
     for cached in (described.profiles, fit.clustered, fit.vectors):
         cached.unpersist()

@@ -33,6 +33,7 @@ from seglib.inputs.sources import InputFrames
 from seglib.platform.warehouse import Warehouse, retry_concurrent_commits
 from seglib.representation.embedding import embed
 from seglib.representation.model_store import model_preprocessing_version
+from seglib.segments.model_export import logged_segmentation
 from seglib.segments.reference import bin_shares
 from seglib.segments.state import (
     assign,
@@ -151,9 +152,15 @@ def score(spark: SparkSession, config: SeglibConfig, frames: InputFrames | None 
         )
     warehouse = Warehouse.from_config(spark, config)
     artifacts = Artifacts.from_config(config)
-    segmentation_snapshot, version = segmentation_to_use(
-        warehouse, database, snapshot, config.score.segmentation_snapshot
-    )
+    chosen, logged_version = config.score.segmentation_snapshot, None
+    if config.score.model_uri is not None:
+        chosen, logged_version = logged_segmentation(config, config.score.model_uri)
+    segmentation_snapshot, version = segmentation_to_use(warehouse, database, snapshot, chosen)
+    if logged_version is not None and version != logged_version:
+        raise InputDataError(
+            f"score.model_uri {config.score.model_uri} was logged from model {logged_version}, but the "
+            f"segmentation of {segmentation_snapshot} in {database} uses model {version}"
+        )
     state, model = load_state(spark, artifacts, version, segmentation_snapshot)
     # The model's own preprocessing version, whatever a later refit made current.
     features(

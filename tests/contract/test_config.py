@@ -88,3 +88,11 @@ def test_idec_with_automatic_k_asks_for_its_number_of_clusters():
     with pytest.raises(ConfigError, match=r"train\.idec\.clusters, or a fixed cluster\.k"):
         load_config(None, ["train.model=idec"])
     assert load_config(None, ["train.model=idec", "cluster.k=4"]).cluster.k == 4
+
+
+def test_a_model_uri_and_a_segmentation_snapshot_exclude_each_other():
+    assert load_config(None, ["score.model_uri=models:/segments@production"]).score.model_uri
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(None, ["score.model_uri=models:/segments/3", "score.segmentation_snapshot=2025-01-31"])
+    with pytest.raises(ConfigError, match="must start with models:/ or runs:/"):
+        load_config(None, ["score.model_uri=segments@production"])

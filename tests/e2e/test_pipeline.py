@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -466,6 +467,86 @@ def add_late_customers(spark, config, copies: int, extreme: int) -> tuple[dict[s
         remap("customers", ids, offset)
         remap("events", ids, offset, text_columns=("session_id",))
     return copy_of, extremes
+
+
+PYFUNC_PROBE = """
+import json, sys
+import mlflow
+from pyspark.sql import functions as F
+from seglib.contract.config import load_config
+from seglib.platform.session import open_session
+
+settings = json.loads(sys.argv[1])
+spark = open_session(load_config(None, settings["overrides"]))
+mlflow.set_tracking_uri(settings["tracking_uri"])
+columns = mlflow.models.get_model_info(settings["uri"]).signature.inputs.input_names()
+features = spark.read.format("delta").load(settings["features"]).where(f"snapshot_date = DATE'{settings['snapshot']}'")
+segment = mlflow.pyfunc.spark_udf(
+    spark, settings["uri"], result_type="segment_id int, segment_name string, distance_to_centroid double, "
+    "confidence_margin double, is_novel boolean", env_manager="local",
+)
+scored = features.select("customer_id", segment(*[F.col(name) for name in columns]).alias("s")).select("customer_id", "s.*")
+rows = {row["customer_id"]: [row["segment_id"], row["segment_name"], row["distance_to_centroid"], row["confidence_margin"], row["is_novel"]] for row in scored.collect()}
+sample = features.orderBy("customer_id").limit(25).toPandas()
+predicted = mlflow.pyfunc.load_model(settings["uri"]).predict(sample[columns])
+print(json.dumps({"udf": rows, "pandas": dict(zip(sample["customer_id"], predicted["segment_id"].tolist()))}))
+"""
+
+
+def test_the_mlflow_model_in_a_fresh_process_gives_the_segments_of_seg_score(spark, pipeline_run, tmp_path):
+    """The pyfunc model (registered, under its alias) through spark_udf and predict in another Python
+    process with its own Spark session, against `seg score` of the same snapshot."""
+    from seglib.contract.config import MlflowConfig
+    from seglib.segments.model_export import log_segmentation_model
+    from seglib.segments.state import load_state
+    from seglib.serving.scoring import score
+
+    config, _, root = pipeline_run
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_settings = MlflowConfig(enabled=True, tracking_uri=tracking_uri, registered_model="seglib_e2e")
+    tracked = config.model_copy(update={"train": config.train.model_copy(update={"mlflow": mlflow_settings})})
+    artifacts = Artifacts.from_config(config)
+    version = spark.table(f"{config.storage.database}.segmentation_runs").first()["model_version"]
+    state, _ = load_state(spark, artifacts, version, config.features.snapshot_date)
+    assert log_segmentation_model(spark, tracked, state) == "models:/seglib_e2e/1"
+    # seg score picks its segmentation by the registry's alias.
+    by_alias = tracked.model_copy(
+        update={"score": tracked.score.model_copy(update={"model_uri": "models:/seglib_e2e@production"})}
+    )
+    scored = score(spark, by_alias)
+    assert (scored.segmentation_snapshot, scored.model_version) == (config.features.snapshot_date, version)
+    expected = {
+        row["customer_id"]: row
+        for row in spark.table(f"{config.storage.database}.customer_segments")
+        .where(f"snapshot_date = DATE'{config.features.snapshot_date}'")
+        .collect()
+    }
+
+    settings = {
+        "uri": "models:/seglib_e2e@production",
+        "tracking_uri": tracking_uri,
+        "overrides": suite_overrides(root, "seg_e2e"),
+        "features": str(root / "warehouse" / "seg_e2e.db" / "customer_features"),
+        "snapshot": str(config.features.snapshot_date),
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", PYFUNC_PROBE, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert result["udf"].keys() == expected.keys()
+    for customer, (segment, name, distance, margin, novel) in result["udf"].items():
+        row = expected[customer]
+        assert (segment, name, novel) == (row["segment_id"], row["segment_name"], row["is_novel"]), customer
+        assert distance == pytest.approx(row["distance_to_centroid"], rel=1e-4, abs=1e-5)
+        assert margin == pytest.approx(row["confidence_margin"], abs=1e-4)
+    assert len(result["pandas"]) == 25
+    assert all(
+        result["pandas"][customer] == expected[customer]["segment_id"] for customer in result["pandas"]
+    )
 
 
 def test_scoring_late_customers_merges_them_like_a_full_run_and_flags_novel_ones(spark, pipeline_run):
