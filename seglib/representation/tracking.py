@@ -46,6 +46,21 @@ def mlflow_locations(settings: MlflowConfig, artifacts: Artifacts) -> tuple[str,
     return f"sqlite:///{folder / 'mlflow.db'}", join_uri(models, "mlartifacts")
 
 
+def client_and_experiment(settings: MlflowConfig, artifacts: Artifacts) -> tuple[Any, str]:
+    """A client bound to this configuration's store, and the id of its experiment (created if new)."""
+    from mlflow.tracking import MlflowClient
+
+    tracking_uri, artifact_root = mlflow_locations(settings, artifacts)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(settings.experiment, artifact_location=artifact_root)
+    )
+    return client, experiment_id
+
+
 def track_with_mlflow(
     settings: MlflowConfig, artifacts: Artifacts, metadata: dict[str, Any], payload: bytes, metadata_text: str
 ) -> str:
@@ -59,16 +74,8 @@ def track_with_mlflow(
     import tempfile
 
     from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
 
-    tracking_uri, artifact_root = mlflow_locations(settings, artifacts)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(settings.experiment, artifact_location=artifact_root)
-    )
+    client, experiment_id = client_and_experiment(settings, artifacts)
     plan = metadata["plan"]
     parameters = {**{k: v for k, v in plan.items() if k != "spec"}, **plan["spec"]}
     parameters.update(launcher=metadata["launcher"], workers=metadata["workers"], rows=metadata["rows"])

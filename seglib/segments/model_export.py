@@ -37,7 +37,7 @@ from seglib.representation.model_store import (
     read_model_metadata,
     read_model_payload,
 )
-from seglib.representation.tracking import mlflow_locations
+from seglib.representation.tracking import client_and_experiment, mlflow_locations
 from seglib.segments.state import SegmentationState
 
 log = logging.getLogger(__name__)
@@ -245,8 +245,6 @@ def log_segmentation_model(spark: SparkSession, config: SeglibConfig, state: Seg
     segmentation's algorithm is not k-means."""
     import shutil
 
-    from mlflow.tracking import MlflowClient
-
     if state.algorithm != "kmeans":
         log.warning("no MLflow model for a %s segmentation: only k-means is exported", state.algorithm)
         return None
@@ -261,14 +259,7 @@ def log_segmentation_model(spark: SparkSession, config: SeglibConfig, state: Seg
         model_input_range(read_model_metadata(spark, artifacts, state.model_version)),
         state,
     )
-    tracking_uri, artifact_root = mlflow_locations(settings, artifacts)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(settings.experiment, artifact_location=artifact_root)
-    )
+    client, experiment_id = client_and_experiment(settings, artifacts)
     run = client.create_run(
         experiment_id,
         run_name=f"segmentation-{state.snapshot}",
