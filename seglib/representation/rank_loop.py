@@ -200,6 +200,10 @@ class TorchDistributedCollectives:
     def abort(self) -> None:
         self._dist.destroy_process_group()
 
+    def close(self) -> None:
+        if self._dist.is_initialized():
+            self._dist.destroy_process_group()
+
 
 def train_rank(plan: TrainingPlan, train_data: Any, validation_data: Any, resume: bytes | None) -> RankResult:
     """Horovod entry: train on this rank's Petastorm shard; rank 0 returns the serialized model."""
@@ -210,7 +214,13 @@ def train_rank_torch_distributed(
     plan: TrainingPlan, train_data: Any, validation_data: Any, resume: bytes | None
 ) -> RankResult:
     """TorchDistributor entry: the same training loop over torch.distributed."""
-    return _run_rank(plan, train_data, validation_data, resume, TorchDistributedCollectives())
+    group = TorchDistributedCollectives()
+    try:
+        return _run_rank(plan, train_data, validation_data, resume, group)
+    finally:
+        # A Gloo group still open at interpreter exit aborted a rank ("terminate called without an
+        # active exception"), and torchrun's other agent then waited 300 s on its exit barrier.
+        group.close()
 
 
 def _run_rank(
