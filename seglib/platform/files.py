@@ -13,6 +13,7 @@ sees the old or the new file, never half a file.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -53,10 +54,19 @@ def _local_file(uri: str) -> Path | None:
 
 
 class HadoopFiles(FileStore):
-    """Files through the session's Hadoop filesystems (the driver's store)."""
+    """Files through the session's Hadoop filesystems (the driver's store).
 
-    def __init__(self, spark: SparkSession) -> None:
+    Local paths (a laptop, and on Databricks the /Volumes and /dbfs mounts) go through Python's own file
+    API; the JVM gateway is reached only for remote schemes, which PySpark offers no public API to read.
+    """
+
+    def __init__(self, spark: SparkSession, *, local_paths_in_python: bool = True) -> None:
         self.spark = spark
+        # False sends local paths through Hadoop too: how tests exercise the remote-filesystem code.
+        self.local_paths_in_python = local_paths_in_python
+
+    def _local(self, uri: str) -> Path | None:
+        return _local_file(uri) if self.local_paths_in_python else None
 
     def _path_and_fs(self, uri: str) -> tuple[Any, Any]:
         jvm = self.spark.sparkContext._jvm
@@ -66,11 +76,19 @@ class HadoopFiles(FileStore):
         return path, path.getFileSystem(configuration)
 
     def exists(self, uri: str) -> bool:
+        local = self._local(uri)
+        if local is not None:
+            return local.exists()
         path, filesystem = self._path_and_fs(uri)
         return bool(filesystem.exists(path))
 
     def list_names(self, uri: str) -> list[str]:
         """Names of the entries directly under `uri` (no temporary ones), sorted; empty when it does not exist."""
+        local = self._local(uri)
+        if local is not None:
+            # Hadoop's local filesystem hides its .crc side files; so does this listing.
+            entries = [entry.name for entry in local.iterdir()] if local.is_dir() else []
+            return sorted(name for name in entries if not name.endswith((".tmp", ".crc")))
         path, filesystem = self._path_and_fs(uri)
         if not filesystem.exists(path):
             return []
@@ -79,6 +97,9 @@ class HadoopFiles(FileStore):
 
     def list_directories(self, uri: str) -> list[str]:
         """Names of the sub-directories of `uri`, sorted; empty when `uri` does not exist."""
+        local = self._local(uri)
+        if local is not None:
+            return sorted(entry.name for entry in local.iterdir() if entry.is_dir()) if local.is_dir() else []
         path, filesystem = self._path_and_fs(uri)
         if not filesystem.exists(path):
             return []
@@ -88,6 +109,9 @@ class HadoopFiles(FileStore):
 
     def is_empty_directory(self, uri: str) -> bool:
         """Whether `uri` is an existing folder with nothing in it."""
+        local = self._local(uri)
+        if local is not None:
+            return local.is_dir() and next(local.iterdir(), None) is None
         path, filesystem = self._path_and_fs(uri)
         return (
             bool(filesystem.exists(path))
@@ -96,7 +120,7 @@ class HadoopFiles(FileStore):
         )
 
     def write_bytes(self, uri: str, payload: bytes) -> None:
-        local = _local_file(uri)
+        local = self._local(uri)
         if local is not None:
             # os.replace is one atomic rename. Hadoop's local filesystem renames a checksum side file
             # separately, and two writers racing could leave one's data beside the other's checksum.
@@ -152,7 +176,7 @@ class HadoopFiles(FileStore):
             filesystem.delete(aside, False)
 
     def read_bytes(self, uri: str) -> bytes:
-        local = _local_file(uri)
+        local = self._local(uri)
         if local is not None:
             if not local.is_file():
                 raise FileNotFoundError(uri)
@@ -172,6 +196,13 @@ class HadoopFiles(FileStore):
 
     def delete(self, uri: str) -> None:
         """Remove a file or folder (recursively); nothing happens if it does not exist."""
+        local = self._local(uri)
+        if local is not None:
+            if local.is_dir() and not local.is_symlink():
+                shutil.rmtree(local)
+            else:
+                local.unlink(missing_ok=True)
+            return
         path, filesystem = self._path_and_fs(uri)
         filesystem.delete(path, True)
 

@@ -25,7 +25,7 @@ from pyspark.ml.clustering import (
     KMeans,
     KMeansModel,
 )
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.contract.config import ClusterConfig
@@ -105,31 +105,24 @@ def fit_clusters(
     return best
 
 
-def _row_to_mllib_vector(row: Any) -> Any:
-    from pyspark.mllib.linalg import Vectors
-
-    return Vectors.fromML(row[0])
+CONVERGENCE_DISTANCE = 1e-4  # Spark's k-means default: converged once no centre moves farther than this
 
 
 def _fit_kmeans(
     vectors: DataFrame, features_column: str, k: int, seed: int, restarts: int, max_iter: int
 ) -> KMeansModel:
-    """Spark MLlib k-means started from the best of `restarts` greedy k-means++ seedings.
+    """k-means started from the best of `restarts` greedy k-means++ seedings, refined on every row by Spark.
 
     Spark's own starts (k-means|| and random) settle in a poor local optimum most of the time on
     customer embeddings: on four trained embeddings of the 5 generated personas, k-means|| reached the
     best cost at k=5 in 2, 1, 10 and 3 of 10 seeds, so even the best of 10 fits often split one persona
     and merged two. As Spark's k-means|| does with its candidates, the seeding runs on the driver, on a
     sample of at most SEEDING_ROWS customers: greedy k-means++ and Lloyd's iterations per restart, the
-    lowest-cost centres kept. Spark MLlib's k-means then runs from them on every row (the RDD-based API,
-    the one that takes initial centres) and the result is wrapped as a `pyspark.ml` model, which the
-    cluster stage saves and the scorer loads.
+    lowest-cost centres kept. Lloyd's iterations then run on every row as DataFrame aggregations (one
+    Spark job per iteration, as Spark's k-means), and the result becomes a `pyspark.ml` model, which the
+    cluster stage saves and the scorer loads. Only public DataFrame and `pyspark.ml` API: pyspark.ml's
+    KMeans takes no initial centres, and the RDD-based one that does needs an RDD and a JVM gateway.
     """
-    from pyspark.mllib.clustering import KMeans as MLlibKMeans
-    from pyspark.mllib.clustering import KMeansModel as MLlibKMeansModel
-    from pyspark.mllib.common import _py2java
-    from pyspark.mllib.linalg import Vectors
-
     column = vectors.select(features_column)
     total = column.count()
     fraction = min(1.0, SEEDING_ROWS / max(total, 1))
@@ -137,29 +130,73 @@ def _fit_kmeans(
     points = np.array([row[0].toArray() for row in seeding.collect()], dtype=np.float64)
     if len(points) < k:
         raise ValueError(f"cannot form {k} segments from {len(points)} customers")
-    best_centers = best_local_kmeans(points, k, seed, restarts, max_iter)
-    fitted = MLlibKMeans.train(
-        column.rdd.map(_row_to_mllib_vector),
-        k,
-        maxIterations=max_iter,
-        seed=seed,
-        initialModel=MLlibKMeansModel([Vectors.dense(center) for center in best_centers]),
-    )
-    context = vectors.sparkSession.sparkContext
-    java_centers = _py2java(
-        context, [Vectors.dense(np.asarray(center, dtype=float)) for center in fitted.centers]
-    )
-    assert context._jvm is not None
-    # pyspark.ml has no public way to build a KMeansModel from centres; the Scala constructor taking an
-    # mllib model is private[ml], which Py4J reaches (public in bytecode). Pinned Spark 3.5; the
-    # fit-save-reload unit test and the scoring e2e test would catch a change.
-    java_model = context._jvm.org.apache.spark.ml.clustering.KMeansModel(
-        KMeansModel._randomUID(),
-        context._jvm.org.apache.spark.mllib.clustering.KMeansModel(java_centers),
-    )
-    model = KMeansModel(java_model)
+    centers = best_local_kmeans(points, k, seed, restarts, max_iter)
+    centers = _lloyd_iterations(column, features_column, centers, max_iter)
+    model = _kmeans_model_with_centers(vectors.sparkSession, features_column, centers, seed)
     model.setFeaturesCol(features_column)
     model.setPredictionCol(PREDICTION)
+    return model
+
+
+def _nearest_center(values: Column, centers: np.ndarray) -> Column:
+    """The index of the centre nearest to the array column `values` (the lowest index on a tie)."""
+    candidates = []
+    for index, center in enumerate(centers):
+        center_values = F.array(*[F.lit(float(value)) for value in center])
+        squared = F.aggregate(
+            F.zip_with(values, center_values, lambda x, y: (x - y) * (x - y)), F.lit(0.0), lambda a, b: a + b
+        )
+        candidates.append(F.struct(squared.alias("distance"), F.lit(index).alias("index")))
+    return F.least(*candidates).getField("index")
+
+
+def _lloyd_iterations(
+    column: DataFrame, features_column: str, centers: np.ndarray, max_iter: int
+) -> np.ndarray:
+    """Lloyd's iterations over every row of `column` from `centers`; a centre that loses every row stays."""
+    from pyspark.ml.functions import vector_to_array
+
+    dimensions = centers.shape[1]
+    values = column.select(vector_to_array(F.col(features_column)).alias("_values"))
+    for _ in range(max_iter):
+        means = (
+            values.groupBy(_nearest_center(F.col("_values"), centers).alias("_center"))
+            .agg(*[F.avg(F.col("_values")[dimension]) for dimension in range(dimensions)])
+            .collect()
+        )
+        updated = centers.copy()
+        for row in means:
+            updated[row[0]] = np.asarray(row[1:], dtype=np.float64)
+        moved = float(np.sqrt(((updated - centers) ** 2).sum(axis=1)).max())
+        centers = updated
+        if moved <= CONVERGENCE_DISTANCE:
+            break
+    return centers
+
+
+def _kmeans_model_with_centers(
+    spark: SparkSession, features_column: str, centers: np.ndarray, seed: int
+) -> KMeansModel:
+    """A `pyspark.ml` KMeansModel whose centres are exactly `centers`, built with public API only.
+
+    pyspark.ml cannot construct a KMeansModel from centres, but k-means with random starts on the k
+    centres themselves takes all k of them as its start (k rows sampled without replacement), and one
+    Lloyd step leaves every centre on its own point. The centres come back in the sample's order, which
+    is fixed by the seed; the caller reads them from the model.
+    """
+    from pyspark.ml.linalg import Vectors
+
+    rows = [(Vectors.dense([float(value) for value in center]),) for center in centers]
+    frame = spark.createDataFrame(rows, [features_column]).coalesce(1)
+    model = KMeans(k=len(centers), initMode="random", maxIter=1, seed=seed, featuresCol=features_column).fit(
+        frame
+    )
+    built = np.array(model.clusterCenters(), dtype=np.float64)
+    gaps = np.abs(built[:, None, :] - centers[None, :, :]).max(axis=2)
+    if len(built) != len(centers) or gaps.min(axis=1).max() > 1e-12:
+        raise ValueError(
+            f"cannot form {len(centers)} segments: the customers' embeddings give only {len(built)} distinct centres"
+        )
     return model
 
 

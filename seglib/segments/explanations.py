@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
-from typing import Any
 
 from pyspark.ml.classification import DecisionTreeClassifier
 from pyspark.ml.feature import VectorAssembler
@@ -25,17 +25,33 @@ class Surrogate:
     rules: dict[int, list[str]]  # per segment: readable paths, best first
 
 
-def _leaf_paths(
-    node: Any, names: list[str], path: list[tuple[str, bool, float]]
-) -> list[tuple[list[tuple[str, bool, float]], Any]]:
-    """(conditions, leaf) for every leaf; a condition is (feature, is_at_most, threshold)."""
-    if node.getClass().getSimpleName() == "LeafNode":
-        return [(path, node)]
-    split = node.split()
-    feature, threshold = names[split.featureIndex()], float(split.threshold())
-    return _leaf_paths(node.leftChild(), names, [*path, (feature, True, threshold)]) + _leaf_paths(
-        node.rightChild(), names, [*path, (feature, False, threshold)]
-    )
+Condition = tuple[str, bool, float]  # (feature, is_at_most, threshold)
+
+_SPLIT_LINE = re.compile(
+    r"^(?P<indent> *)(?:If|Else) \(feature (?P<feature>\d+) (?P<test><=|>) (?P<threshold>\S+)\)$"
+)
+_LEAF_LINE = re.compile(r"^ *Predict: \S+$")
+
+
+def leaf_conditions(debug_string: str, names: list[str]) -> list[list[Condition]]:
+    """The conditions on the path to every leaf of a tree, in Spark's leaf order (left branch first, the
+    order of the model's `leafCol` indices), read from the model's public `toDebugString`."""
+    leaves: list[list[Condition]] = []
+    path: list[tuple[int, Condition]] = []  # (indentation, condition) from the root down
+    for line in debug_string.splitlines()[1:]:
+        if not line.strip():
+            continue
+        split = _SPLIT_LINE.match(line)
+        if split is not None:
+            depth = len(split["indent"])
+            path = [(indent, condition) for indent, condition in path if indent < depth]
+            feature = names[int(split["feature"])]
+            path.append((depth, (feature, split["test"] == "<=", float(split["threshold"]))))
+        elif _LEAF_LINE.match(line):
+            leaves.append([condition for _, condition in path])
+        else:
+            raise ValueError(f"unexpected line in the surrogate tree's description: {line.strip()!r}")
+    return leaves
 
 
 def _readable(conditions: list[tuple[str, bool, float]]) -> str:
@@ -83,8 +99,14 @@ def surrogate_tree(
         (F.col("prediction") == F.col("_label")).cast("double").alias("_hit")
     )
     fidelity = scored.agg(F.avg("_hit")).first()[0]  # type: ignore[index]
-    leaves = _leaf_paths(model._java_obj.rootNode(), feature_names, [])
-    rules = _segment_rules(leaves, segment_ids, settings.rules_per_segment)
+    conditions = leaf_conditions(model.toDebugString, feature_names)
+    counted = model.setLeafCol("_leaf").transform(training).groupBy("_leaf", "_label").count().collect()
+    counts = [[0.0] * len(segment_ids) for _ in conditions]
+    for row in counted:
+        counts[int(row["_leaf"])][int(row["_label"])] = float(row["count"])
+    rules = _segment_rules(
+        list(zip(conditions, counts, strict=True)), segment_ids, settings.rules_per_segment
+    )
     return Surrogate(float(fidelity) if fidelity is not None and not math.isnan(fidelity) else 0.0, rules)
 
 
@@ -112,23 +134,19 @@ def _tree_inputs(
 
 
 def _segment_rules(
-    leaves: list[tuple[list[tuple[str, bool, float]], Any]], segment_ids: list[int], per_segment: int
+    leaves: list[tuple[list[Condition], list[float]]], segment_ids: list[int], per_segment: int
 ) -> dict[int, list[str]]:
-    """Per segment, the leaves that predict it as readable rules, the best-covering first."""
-    segment_sizes = {float(label): 0.0 for label in range(len(segment_ids))}
-    leaf_counts = []
-    for conditions, leaf in leaves:
-        counts = [float(x) for x in leaf.impurityStats().stats()]
-        leaf_counts.append((conditions, leaf, counts))
-        for label, count in enumerate(counts):
-            segment_sizes[float(label)] = segment_sizes.get(float(label), 0.0) + count
+    """Per segment, the leaves that predict it (the most frequent training label in the leaf, the lowest
+    on a tie, as the tree predicts) as readable rules, the best-covering first. `leaves` holds each
+    leaf's conditions and its training customers per label."""
+    segment_sizes = [sum(counts[label] for _, counts in leaves) for label in range(len(segment_ids))]
     described: dict[int, list[tuple[float, str]]] = {segment_id: [] for segment_id in segment_ids}
-    for conditions, leaf, counts in leaf_counts:
-        label = int(leaf.prediction())
+    for conditions, counts in leaves:
+        label = max(range(len(counts)), key=lambda index: (counts[index], -index))
         total = sum(counts)
         if total == 0 or label >= len(segment_ids):
             continue
-        coverage = counts[label] / max(segment_sizes[float(label)], 1.0)
+        coverage = counts[label] / max(segment_sizes[label], 1.0)
         precision = counts[label] / total
         described[segment_ids[label]].append(
             (

@@ -16,13 +16,15 @@ from sklearn.metrics import adjusted_rand_score
 from seglib.contract.config import ClusterConfig, SurrogateConfig
 from seglib.numerics.local_kmeans import best_local_kmeans, kmeans_plus_plus, local_kmeans, squared_distances
 from seglib.segments.algorithms import (
+    _kmeans_model_with_centers,
+    _lloyd_iterations,
     assignment_columns,
     centers_of,
     euclidean_distance,
     fit_clusters,
     load_model,
 )
-from seglib.segments.explanations import surrogate_tree
+from seglib.segments.explanations import leaf_conditions, surrogate_tree
 from seglib.segments.matching import cosine_matrix, jaccard_matrix, match_segments, migration
 from seglib.segments.profiles import segment_profiles
 from seglib.segments.reference import bin_shares, decile_edges
@@ -291,6 +293,66 @@ def test_each_algorithm_finds_planted_centres_and_reloads(spark, tmp_path, algor
     for row in labels:
         counts[(row[0], row[1])] = counts.get((row[0], row[1]), 0) + 1
     assert adjusted_rand_index(counts) > 0.99
+
+
+def test_spark_lloyd_iterations_end_where_local_lloyd_iterations_do(spark):
+    """The refinement on every row (DataFrame aggregations) is Lloyd's algorithm: from the same start it
+    reaches the centres the in-memory iterations reach, and the model built from them holds exactly them."""
+    generator = np.random.default_rng(5)
+    points = np.concatenate(
+        [generator.normal(center, 1.2, size=(150, 3)) for center in ([0, 0, 0], [3, 0, 1], [0, 4, -1])]
+    )
+    start = points[[0, 1, 2]]  # three points of one group: Lloyd's iterations have a long way to go
+    expected, _ = local_kmeans(points, start.copy(), 100)
+    frame = spark.createDataFrame([(row.tolist(),) for row in points], "values array<double>").select(
+        array_to_vector("values").alias("v")
+    )
+    refined = _lloyd_iterations(frame, "v", start.copy(), 100)
+    assert np.abs(refined - expected).max() < 1e-3
+    assert np.abs(refined - start).max() > 1.0
+    model = _kmeans_model_with_centers(spark, "v", refined, seed=3)
+    built = np.array(model.clusterCenters())
+    assert sorted(map(tuple, built.round(9))) == sorted(map(tuple, refined.round(9)))
+    nearest = squared_distances(points, built).argmin(axis=1)
+    predicted = [row[0] for row in model.setPredictionCol("p").transform(frame).select("p").collect()]
+    assert predicted == nearest.tolist()
+
+
+def test_a_model_is_refused_when_the_centres_are_not_distinct(spark):
+    with pytest.raises(ValueError, match="only 1 distinct centres"):
+        _kmeans_model_with_centers(spark, "v", np.array([[1.0, 2.0], [1.0, 2.0]]), seed=1)
+
+
+def test_leaf_paths_and_counts_from_the_public_api_are_the_trees_own(spark):
+    """The rules come from `toDebugString` and the `leafCol` indices; the tree's own nodes (read here
+    through its Java object, which seglib no longer touches) hold the same paths and label counts."""
+    from pyspark.ml.classification import DecisionTreeClassifier
+    from pyspark.ml.feature import VectorAssembler
+
+    generator = random.Random(3)
+    rows = [(generator.random() * 10, generator.gauss(0, 1), generator.randrange(4)) for _ in range(600)]
+    frame = spark.createDataFrame(rows, "a double, b double, label int").withColumn(
+        "_label", F.when(F.col("a") + F.col("b") > 6, 3.0).otherwise((F.col("label") % 3).cast("double"))
+    )
+    assembled = VectorAssembler(inputCols=["a", "b"], outputCol="raw").transform(frame)
+    model = DecisionTreeClassifier(labelCol="_label", featuresCol="raw", maxDepth=4, seed=1).fit(assembled)
+
+    def java_leaves(node, path):
+        if node.getClass().getSimpleName() == "LeafNode":
+            return [(path, [float(x) for x in node.impurityStats().stats()])]
+        split = node.split()
+        feature, threshold = ["a", "b"][split.featureIndex()], float(split.threshold())
+        return java_leaves(node.leftChild(), [*path, (feature, True, threshold)]) + java_leaves(
+            node.rightChild(), [*path, (feature, False, threshold)]
+        )
+
+    expected = java_leaves(model._java_obj.rootNode(), [])
+    assert len(expected) >= 6
+    counted = model.setLeafCol("leaf").transform(assembled).groupBy("leaf", "_label").count().collect()
+    counts = [[0.0] * 4 for _ in expected]
+    for row in counted:
+        counts[int(row["leaf"])][int(row["_label"])] = float(row["count"])
+    assert list(zip(leaf_conditions(model.toDebugString, ["a", "b"]), counts, strict=True)) == expected
 
 
 def test_surrogate_tree_explains_more_than_a_hundred_segments(spark):
