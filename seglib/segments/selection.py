@@ -191,7 +191,7 @@ def _score_candidate(
     if points is not None and local_fit is not None:
         # The local fit on the driver-side sample, seeded and refined exactly as fit_clusters does (the
         # Spark fit of the sample would start from these centres and stop at once): no Spark job per
-        # candidate. The segmentation itself is fitted on every customer by Spark MLlib.
+        # candidate. The segmentation itself is refined on every customer by Spark.
         centers = local_fit(points, k, settings.seed, restarts, settings.max_iter)
         labels = squared_distances(points, centers).argmin(axis=1)
         sizes = [int(size) for size in np.bincount(labels, minlength=k) if size > 0]
