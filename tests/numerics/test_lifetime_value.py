@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.optimize import approx_fprime, minimize
 
 from seglib.numerics.lifetime_value import (
     BetaGeometricNBD,
     GammaGamma,
     LifetimeValueFitError,
+    bgnbd_negative_log_likelihood,
     fit_bgnbd,
     fit_gamma_gamma,
+    gamma_gamma_negative_log_likelihood,
+    simulate_bgnbd,
 )
 
 CDNOW_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "cdnow_sample.txt"
@@ -56,33 +60,6 @@ def test_the_published_cdnow_parameters_are_reproduced_from_the_raw_sample(spark
     # purchases in the next 39 weeks.
     expected = fit.purchases.expected_purchases(39.0, np.array([2.0]), np.array([30.43]), np.array([38.86]))
     assert expected[0] == pytest.approx(1.226, abs=0.002)
-
-
-def simulate_bgnbd(
-    model: BetaGeometricNBD, customers: int, horizon: float, rng: np.random.Generator
-) -> tuple[np.ndarray, ...]:
-    """Customers from the BG/NBD story: a first purchase at 0, Poisson repeat purchases at a Gamma rate,
-    and after each repeat purchase a Beta-distributed chance of dropping out for good. Returns x, t_x,
-    the end of observation, whether each is alive at that end, and the purchases in (end, end + horizon]."""
-    rate = rng.gamma(model.r, 1.0 / model.alpha, customers)
-    dropout = rng.beta(model.a, model.b, customers)
-    end = rng.uniform(20.0, 52.0, customers)
-    x, t_x, future = np.zeros(customers), np.zeros(customers), np.zeros(customers)
-    now = np.zeros(customers)
-    alive = np.ones(customers, dtype=bool)
-    alive_at_end = np.ones(customers, dtype=bool)
-    while alive.any():
-        now = np.where(alive, now + rng.exponential(1.0 / rate), now)
-        in_window = alive & (now <= end)
-        upcoming = alive & (now > end) & (now <= end + horizon)
-        x += in_window
-        t_x = np.where(in_window, now, t_x)
-        future += upcoming
-        alive &= now <= end + horizon
-        died = alive & (rng.random(customers) < dropout)
-        alive_at_end &= ~(died & (now <= end))
-        alive &= ~died
-    return x, t_x, end, alive_at_end, future
 
 
 def test_bgnbd_predictions_match_simulated_customers_and_the_fit_recovers_the_truth():
@@ -128,3 +105,68 @@ def test_data_that_cannot_identify_the_models_is_refused_with_the_reason():
         fit_gamma_gamma(np.array([1.0, 2.0, 0.0]), np.array([5.0, 7.0, np.nan]))
     model = GammaGamma(p=2.0, q=0.5, gamma=1.0, log_likelihood=0.0, customers=1)
     assert model.p == 2.0  # a model object with q <= 1 can exist; fitting one is what is refused
+
+
+def test_the_analytic_gradients_are_the_likelihoods_derivatives():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 6, 300).astype(float)
+    observed = rng.uniform(10.0, 52.0, 300)
+    t_x = np.where(x > 0, rng.uniform(0.0, 1.0, 300) * observed, 0.0)
+    weight = rng.integers(1, 4, 300).astype(float)
+    m = rng.gamma(4.0, 5.0, 300)
+    repeat = x > 0
+    for log_params in (np.zeros(4), np.log([0.243, 4.414, 0.793, 2.426]), np.log([3.0, 0.2, 5.0, 0.6])):
+        value, gradient = bgnbd_negative_log_likelihood(log_params, x, t_x, observed, weight)
+        numeric = approx_fprime(
+            log_params, lambda p: bgnbd_negative_log_likelihood(p, x, t_x, observed, weight)[0], 1e-7
+        )
+        assert gradient == pytest.approx(numeric, rel=1e-4, abs=1e-3 * max(1.0, abs(value)) * 1e-3)
+    for log_params in (np.zeros(3), np.log([6.25, 3.74, 15.44]), np.log([200.0, 2.0, 0.5])):
+        value, gradient = gamma_gamma_negative_log_likelihood(
+            log_params, x[repeat], m[repeat], weight[repeat]
+        )
+        numeric = approx_fprime(
+            log_params,
+            lambda p: gamma_gamma_negative_log_likelihood(p, x[repeat], m[repeat], weight[repeat])[0],
+            1e-7,
+        )
+        assert gradient == pytest.approx(numeric, rel=1e-4, abs=1e-3 * max(1.0, abs(value)) * 1e-3)
+
+
+def test_weighted_distinct_rows_give_the_likelihood_of_every_customer():
+    """Customers who share (x, t_x, T) are one weighted row: same parameters as fitting each one."""
+    truth = BetaGeometricNBD(r=0.5, alpha=5.0, a=0.8, b=3.0, log_likelihood=0.0, customers=0)
+    x, t_x, observed, _, _ = simulate_bgnbd(truth, 5_000, 39.0, np.random.default_rng(2))
+    days = np.round(t_x * 7) / 7, np.round(observed * 7) / 7  # whole days, as seglib's summary has them
+    fitted = fit_bgnbd(x, *days)
+    rows = np.ones(len(x))
+    expanded = minimize(
+        lambda p: bgnbd_negative_log_likelihood(p, x, np.where(x > 0, days[0], 0.0), days[1], rows),
+        np.zeros(4), jac=True, method="L-BFGS-B",
+    )  # fmt: skip
+    assert fitted.log_likelihood == pytest.approx(-expanded.fun, abs=1e-4)
+    assert [fitted.r, fitted.alpha, fitted.a, fitted.b] == pytest.approx(
+        np.exp(expanded.x).tolist(), rel=1e-3
+    )
+
+
+def test_the_gradient_fit_reaches_the_optimum_a_derivative_free_search_finds():
+    """Nelder-Mead (the former fit) from the same start on the same data ends no better than L-BFGS-B."""
+    truth = BetaGeometricNBD(r=0.3, alpha=3.0, a=1.2, b=2.0, log_likelihood=0.0, customers=0)
+    x, t_x, observed, _, _ = simulate_bgnbd(truth, 3_000, 39.0, np.random.default_rng(8))
+    fitted = fit_bgnbd(x, t_x, observed)
+    searched = minimize(
+        lambda p: bgnbd_negative_log_likelihood(p, x, t_x, observed, np.ones(len(x)))[0],
+        np.zeros(4), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxfev": 40_000},
+    )  # fmt: skip
+    assert fitted.log_likelihood >= -searched.fun - 1e-6
+    rng = np.random.default_rng(4)
+    counts = rng.integers(1, 6, 2_000).astype(float)
+    means = rng.gamma(5.0, 8.0, 2_000) * (1.0 + 0.1 * rng.standard_normal(2_000)) ** 2
+    spend = fit_gamma_gamma(counts, means)
+    searched = minimize(
+        lambda p: gamma_gamma_negative_log_likelihood(p, counts, means, np.ones(len(counts)))[0],
+        np.log([1.0, 1.0, means.mean()]), method="Nelder-Mead",
+        options={"xatol": 1e-8, "fatol": 1e-8, "maxfev": 40_000},
+    )  # fmt: skip
+    assert spend.log_likelihood >= -searched.fun - 1e-6
