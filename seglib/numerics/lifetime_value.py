@@ -115,11 +115,7 @@ def bgnbd_negative_log_likelihood(
         a * (digamma(a + b) - digamma(a + b + x) + share_dropped / a),
         b * (digamma(b + x) - digamma(a + b + x) - digamma(b) + digamma(a + b) + share_dropped * dropped_b),
     )  # fmt: skip
-    value = -float(np.sum(weight * (common + either)))
-    gradient = -np.array([float(np.sum(weight * term)) for term in gradient_terms])
-    if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
-        return 1e300, np.zeros_like(log_params)
-    return value, gradient
+    return _weighted_negative_sum(common + either, gradient_terms, weight)
 
 
 def gamma_gamma_negative_log_likelihood(
@@ -137,10 +133,18 @@ def gamma_gamma_negative_log_likelihood(
         q * (digamma(px + q) - digamma(q) + np.log(gamma) - np.log(gamma + x * m)),
         gamma * (q / gamma - (px + q) / (gamma + x * m)),
     )
-    value = -float(np.sum(weight * total))
+    return _weighted_negative_sum(total, gradient_terms, weight)
+
+
+def _weighted_negative_sum(
+    log_likelihoods: np.ndarray, gradient_terms: tuple[np.ndarray, ...], weight: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """-sum of the rows' log-likelihoods and of their gradient terms, each row counted `weight` times; a
+    huge value and no gradient where they are not finite, so that the optimiser steps back."""
+    value = -float(np.sum(weight * log_likelihoods))
     gradient = -np.array([float(np.sum(weight * term)) for term in gradient_terms])
     if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
-        return 1e300, np.zeros_like(log_params)
+        return 1e300, np.zeros(len(gradient_terms))
     return value, gradient
 
 
@@ -189,7 +193,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> GammaGamma:
 
 
 # The parameters' logarithms stay within +-LOG_BOUND (e^25 ~ 7e10): a likelihood that keeps rising
-# towards a boundary (Gamma-Gamma's p on nearly constant spend per purchase) stops there.
+# towards a boundary (Gamma-Gamma's p did on the generator's spend) stops there.
 LOG_BOUND = 25.0
 
 
@@ -210,7 +214,7 @@ def _minimise(
             start,
             method="Nelder-Mead",
             bounds=bounds,
-            options={"xatol": 1e-8, "fatol": 1e-8, "maxfev": 40_000},
+            options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20_000, "maxfev": 40_000},
         )
         polished = minimize(objective, simplex.x, jac=True, method="L-BFGS-B", bounds=bounds)
         result = polished if polished.success and polished.fun <= simplex.fun else simplex

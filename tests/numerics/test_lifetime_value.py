@@ -157,7 +157,7 @@ def test_the_gradient_fit_reaches_the_optimum_a_derivative_free_search_finds():
     fitted = fit_bgnbd(x, t_x, observed)
     searched = minimize(
         lambda p: bgnbd_negative_log_likelihood(p, x, t_x, observed, np.ones(len(x)))[0],
-        np.zeros(4), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxfev": 40_000},
+        np.zeros(4), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20_000, "maxfev": 40_000},
     )  # fmt: skip
     assert fitted.log_likelihood >= -searched.fun - 1e-6
     rng = np.random.default_rng(4)
@@ -167,6 +167,6 @@ def test_the_gradient_fit_reaches_the_optimum_a_derivative_free_search_finds():
     searched = minimize(
         lambda p: gamma_gamma_negative_log_likelihood(p, counts, means, np.ones(len(counts)))[0],
         np.log([1.0, 1.0, means.mean()]), method="Nelder-Mead",
-        options={"xatol": 1e-8, "fatol": 1e-8, "maxfev": 40_000},
+        options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20_000, "maxfev": 40_000},
     )  # fmt: skip
     assert spend.log_likelihood >= -searched.fun - 1e-6
