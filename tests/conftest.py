@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,18 +46,33 @@ def suite_config(root: Path, name: str, *overrides: str) -> SeglibConfig:
 
 
 def horovod_ranks() -> list[psutil.Process]:
-    """The Horovod rank processes running on this machine (Spark tasks launch them)."""
-    return [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if "horovod.spark.task.gloo_exec_fn" in " ".join(process.info["cmdline"] or [])
-    ]
+    """The Horovod rank processes that this test process started (Spark tasks launch them), directly or
+    through a `seg` process it ran. Ranks get their driver's environment, so the pytest-xdist worker's
+    name tells them from the ranks of a test running beside this one in another worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    ranks = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "horovod.spark.task.gloo_exec_fn" not in " ".join(process.info["cmdline"] or []):
+            continue
+        try:
+            if process.environ().get("PYTEST_XDIST_WORKER") == worker:
+                ranks.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue  # ended since the listing
+    return ranks
 
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
-    session = open_session(load_config(None, [*SUITE_OVERRIDES, f"storage.warehouse_dir={warehouse}"]))
+    # Under pytest-xdist every worker opens its own session. The first session of a fresh machine
+    # downloads the Delta jars into the Ivy cache, which does not lock against a second download of the
+    # same files: the workers open their sessions one at a time (the lock lives in the folder that all
+    # workers' temporary folders share).
+    with (tmp_path_factory.getbasetemp().parent / "spark-session.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        session = open_session(load_config(None, [*SUITE_OVERRIDES, f"storage.warehouse_dir={warehouse}"]))
+        fcntl.flock(lock, fcntl.LOCK_UN)
     yield session
     session.stop()
 
