@@ -9,9 +9,11 @@ import io
 import logging
 import math
 import os
+import socket
 import sys
 import time
 import traceback
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -69,6 +71,8 @@ class RankResult:
     device: str = "cpu"
     precision: str = "float32"
     resumed_from_epoch: int = 0
+    ranks_on_host: int = 1  # ranks sharing this rank's host, which split its cores
+    threads: int = 0  # torch intra-op threads of this rank (0: a GPU rank, not set)
 
 
 class Collectives(Protocol):
@@ -76,8 +80,8 @@ class Collectives(Protocol):
 
     rank: int
     size: int
-    local_rank: int
-    local_size: int
+    local_rank: int  # this rank's GPU on its host
+    local_size: int  # ranks on this rank's host
 
     def check_device(self, device: Any) -> None:
         """Refuse a device the communication backend cannot reduce on, with the fix."""
@@ -168,8 +172,14 @@ class TorchDistributedCollectives:
             dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
         self._dist = dist
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        # The GPU index within the devices Spark made visible to this task.
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
+        # Not LOCAL_WORLD_SIZE: TorchDistributor starts one torchrun per Spark task, each with a local
+        # world of 1, so two ranks on one host each took all its cores and ran at a third of the speed
+        # of two ranks with half each (bench/train_throughput.py).
+        hosts = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        dist.all_gather(hosts, torch.tensor([host_key(socket.gethostname())], dtype=torch.int64))
+        self.local_size = ranks_sharing_host([int(key) for key in hosts], self.rank)
 
     def check_device(self, device: Any) -> None:
         return None
@@ -410,10 +420,7 @@ class _Run:
         torch.manual_seed(plan.seed)
         self.device = choose_device(plan, group.local_rank)
         group.check_device(self.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(rank_threads(group.local_size))
-        else:
-            torch.cuda.set_device(self.device)
+        self.threads = use_device(self.device, group.local_size)
         self.model = build_model(plan.spec).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=plan.learning_rate)
         bfloat16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -468,6 +475,8 @@ class _Run:
             device=str(self.device),
             precision=self.precision,
             resumed_from_epoch=self.resumed_from,
+            ranks_on_host=self.group.local_size,
+            threads=self.threads,
         )
 
     def _epochs(self, until: int) -> None:
@@ -639,6 +648,29 @@ class _Run:
         files.write_bytes(join_uri(uri, CHECKPOINT_PATTERN.format(epoch=self.state.epoch)), buffer.getvalue())
         for old in files.list_names(uri)[:-CHECKPOINTS_KEPT]:
             files.delete(join_uri(uri, old))
+
+
+def use_device(device: Any, ranks_on_host: int) -> int:
+    """Make `device` this process's: a CPU rank takes its share of the host's cores as intra-op threads
+    (returned), a GPU rank its CUDA device (0 threads returned)."""
+    import torch
+
+    if device.type != "cpu":
+        torch.cuda.set_device(device)
+        return 0
+    threads = rank_threads(ranks_on_host)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def host_key(hostname: str) -> int:
+    """A hostname as a number that a CPU collective can gather."""
+    return zlib.crc32(hostname.encode())
+
+
+def ranks_sharing_host(host_keys: list[int], rank: int) -> int:
+    """How many ranks run on the host of `rank`, from every rank's `host_key` in rank order."""
+    return host_keys.count(host_keys[rank])
 
 
 def rank_threads(local_size: int) -> int:

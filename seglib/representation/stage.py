@@ -336,6 +336,8 @@ def _model_metadata(
         "launcher": config.train.launcher,
         "device": chief.device,
         "precision": chief.precision,
+        "ranks_on_host": chief.ranks_on_host,
+        "threads_per_rank": chief.threads,
         "resumed_from_epoch": chief.resumed_from_epoch,
         "plan": asdict(data.plan),
         "feature_slots": preprocessing.vector_slots,

@@ -180,3 +180,12 @@ def test_cpu_ranks_share_the_cores_this_process_may_use_whatever_spark_set_for_o
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a Spark Python worker runs with
     assert [rank_threads(local_size) for local_size in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+
+
+def test_ranks_count_the_others_on_their_host_whatever_their_launcher_called_local():
+    from seglib.representation.rank_loop import host_key, ranks_sharing_host
+
+    # Four ranks, three of them on worker-a (as TorchDistributor places them: one torchrun per task).
+    keys = [host_key(name) for name in ("worker-a", "worker-b", "worker-a", "worker-a")]
+    assert [ranks_sharing_host(keys, rank) for rank in range(4)] == [3, 1, 3, 3]
+    assert host_key("worker-a") == host_key("worker-a") != host_key("worker-b")

@@ -62,6 +62,10 @@ def converter_of(spark, config, frame):
     return make_spark_converter(frame, dtype="float32")
 
 
+def host_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
 def validation_losses(history):
     return [epoch["validation_loss"] for epoch in history]
 
@@ -98,6 +102,8 @@ def test_two_processes_follow_the_loss_curve_of_one_process(spark, prepared, two
         (root / "models" / "autoencoder" / two_process_run.version / "metadata.json").read_text()
     )
     assert metadata["workers"] == 2 and metadata["validation_rows"] > 0
+    # Both ranks run on this host and split its cores.
+    assert metadata["ranks_on_host"] == 2 and metadata["threads_per_rank"] == max(1, host_cores() // 2)
     assert metadata["training_rows"] + metadata["validation_rows"] == 400
     assert [epoch["epoch"] for epoch in metadata["history"]] == list(range(1, config.train.epochs + 1))
     # The learning rate warms up from the per-worker rate to rate x workers in the first epoch.
@@ -247,6 +253,8 @@ def test_torch_distributor_launcher_trains_a_vae_tracks_it_in_mlflow_and_embeds(
     assert [len(epoch_log_lines(caplog, epoch)) for epoch in (1, 2, 3, 4)] == [1, 1, 1, 1]
     metadata = json.loads((root / "models" / "autoencoder" / trained.version / "metadata.json").read_text())
     assert metadata["launcher"] == "torch_distributor" and metadata["model"] == "vae"
+    # One torchrun per Spark task, each a local world of one, yet both ranks know they share the host.
+    assert metadata["ranks_on_host"] == 2 and metadata["threads_per_rank"] == max(1, host_cores() // 2)
     assert trained.version.startswith("vae-")
     assert [epoch["epoch"] for epoch in trained.history] == [1, 2, 3, 4]
     assert trained.history[-1]["loss"] < trained.history[0]["loss"]
