@@ -14,6 +14,8 @@ from seglib.contract.errors import ConfigError
 from seglib.pipeline import run_pipeline
 
 pytestmark = pytest.mark.slow
+# About this file's wall time beside the other test worker: the longest files start first (conftest).
+FILE_SECONDS = 130
 
 SNAPSHOT = dt.date(2025, 6, 30)
 # A notebook's own settings, unlike seglib's: another time zone, and Spark's default parser policy,

@@ -24,6 +24,8 @@ from seglib.pipeline import run_pipeline
 from tests.conftest import suite_config, suite_overrides
 
 pytestmark = pytest.mark.slow
+# About this file's wall time beside the other test worker: the longest files start first (conftest).
+FILE_SECONDS = 750
 
 SCHEMAS = {
     "customer_embeddings": (

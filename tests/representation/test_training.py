@@ -38,6 +38,8 @@ from seglib.synthetic.generator import generate
 from tests.conftest import horovod_ranks, suite_config
 
 pytestmark = pytest.mark.slow
+# About this file's wall time beside the other test worker: the longest files start first (conftest).
+FILE_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
