@@ -74,6 +74,7 @@ from seglib.contract.tables import (
     FEATURE_VECTOR_COLUMN,
     FEATURES_TABLE,
     LIFETIME_VALUE_FIT_TABLE,
+    RECONSTRUCTION_COLUMN,
     SEGMENT_CATALOG_TABLE,
     SEGMENTS_TABLE,
 )
@@ -446,8 +447,9 @@ def embedding_or_features(
     spark: SparkSession, first: SeglibConfig, second: SeglibConfig, k: int
 ) -> dict[str, float]:
     """Where disagreement between the two runs comes from, at seglib's k: the ARI of seglib's k-means
-    on the embeddings of both runs (other training seed, other clustering seed), and of the same
-    k-means on both runs' scaled features (the same features; only the clustering seed differs)."""
+    on the latent embeddings of both runs and on their reconstructions (other training seed, other
+    clustering seed), and of the same k-means on both runs' scaled features (the same features; only
+    the clustering seed differs)."""
 
     def labels(config: SeglibConfig, table: str, column: str) -> DataFrame:
         frame = Warehouse.from_config(spark, config).read_snapshot(
@@ -469,6 +471,7 @@ def embedding_or_features(
 
     return {
         "embedding": agreement(EMBEDDINGS_TABLE, EMBEDDING_COLUMN),
+        "reconstruction": agreement(EMBEDDINGS_TABLE, RECONSTRUCTION_COLUMN),
         "features": agreement(FEATURES_TABLE, FEATURE_VECTOR_COLUMN),
     }
 
@@ -523,8 +526,9 @@ def main() -> None:
             print(f"  agreement of two runs with other seeds (ARI): {headline[f'{short}_ari_seeds']:.3f}")
             sources = embedding_or_features(spark, configs[0], configs[1], int(scores["k"]))
             print(
-                f"  at k={int(scores['k'])}, k-means on the two runs' embeddings agree at ARI "
-                f"{sources['embedding']:.3f}, on their scaled features at {sources['features']:.3f}"
+                f"  at k={int(scores['k'])}, k-means on the two runs' latent embeddings agree at ARI "
+                f"{sources['embedding']:.3f}, on their reconstructions at {sources['reconstruction']:.3f}, "
+                f"on their scaled features at {sources['features']:.3f}"
             )
             headline[f"{short}_ari_seeds_feature_kmeans"] = sources["features"]
         headline[f"{short}_k"] = scores["k"]

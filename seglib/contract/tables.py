@@ -31,6 +31,8 @@ LIFETIME_VALUE_COLUMNS = ("probability_alive", "expected_purchases", "expected_s
 EMBEDDINGS_TABLE = "customer_embeddings"
 EMBEDDING_COLUMN = "embedding"
 ERROR_COLUMN = "reconstruction_error"
+# The decoder's output: the customer's scaled features as the model sees them (see cluster.space).
+RECONSTRUCTION_COLUMN = "reconstruction"
 
 # Segments
 SEGMENTS_TABLE = "customer_segments"

@@ -20,6 +20,7 @@ from seglib.contract.tables import (
     ERROR_COLUMN,
     FEATURE_VECTOR_COLUMN,
     FEATURES_TABLE,
+    RECONSTRUCTION_COLUMN,
     SNAPSHOT_COLUMN,
 )
 from seglib.features.preprocessing import require_preprocessing, snapshot_preprocessing_version
@@ -39,6 +40,7 @@ ENCODED_TYPE = T.StructType(
     [
         T.StructField(EMBEDDING_COLUMN, T.ArrayType(T.FloatType())),
         T.StructField(ERROR_COLUMN, T.DoubleType()),
+        T.StructField(RECONSTRUCTION_COLUMN, T.ArrayType(T.FloatType())),
     ]
 )
 
@@ -46,17 +48,14 @@ ENCODED_TYPE = T.StructType(
 def encode_batches(
     model_payload: bytes, input_range: InputRange | None, batches: Iterator[pd.Series]
 ) -> Iterator[pd.DataFrame]:
-    """Executor side: load the model once per task, then embed each Arrow batch and measure how well
-    the decoder reconstructs it (mean squared error per customer: the novelty signal).
-
-    With `input_range` (the model's training range per input) the encoder sees each input clipped to
-    it: a customer base that merely ages (tenure, recency beyond anything trained on) lands at the edge
-    of the known space rather than wherever the network extrapolates. The error is measured against the
-    unclipped input, so a customer far outside the range is still flagged novel."""
+    """Executor side: load the model once per task, then embed each Arrow batch, decode it back (the
+    reconstruction, one of the spaces segments are found in) and measure how well the decoder
+    reconstructs it (mean squared error per customer: the novelty signal). `input_range`: the model's
+    training range per input, which the encoder's inputs are clipped to (see `encode_and_decode`)."""
     import numpy as np
     import torch
 
-    from seglib.representation.models import deserialize
+    from seglib.representation.models import deserialize, encode_and_decode
 
     torch.set_num_threads(1)
     model = deserialize(model_payload)
@@ -68,15 +67,18 @@ def encode_batches(
     with torch.inference_mode():
         for batch in batches:
             if batch.empty:
-                yield pd.DataFrame({EMBEDDING_COLUMN: pd.Series([], dtype=object), ERROR_COLUMN: []})
+                empty = pd.Series([], dtype=object)
+                yield pd.DataFrame({EMBEDDING_COLUMN: empty, ERROR_COLUMN: [], RECONSTRUCTION_COLUMN: empty})
                 continue
             inputs = torch.from_numpy(np.stack(batch.to_numpy()).astype(np.float32, copy=False))
-            clipped = (
-                torch.minimum(torch.maximum(inputs, bounds[0]), bounds[1]) if bounds is not None else inputs
+            embeddings, reconstructions, errors = encode_and_decode(model, inputs, bounds)
+            yield pd.DataFrame(
+                {
+                    EMBEDDING_COLUMN: list(embeddings.numpy()),
+                    ERROR_COLUMN: errors.double().numpy(),
+                    RECONSTRUCTION_COLUMN: list(reconstructions.numpy()),
+                }
             )
-            embeddings = model.encode(clipped)
-            errors = (model.decoder(embeddings) - inputs).pow(2).mean(dim=1).double()
-            yield pd.DataFrame({EMBEDDING_COLUMN: list(embeddings.numpy()), ERROR_COLUMN: errors.numpy()})
 
 
 def embedding_udf(
@@ -123,6 +125,7 @@ def embed(spark: SparkSession, config: SeglibConfig, model_version: str | None =
         "customer_id",
         f"_encoded.{EMBEDDING_COLUMN}",
         f"_encoded.{ERROR_COLUMN}",
+        f"_encoded.{RECONSTRUCTION_COLUMN}",
         "model_version",
         SNAPSHOT_COLUMN,
     )

@@ -194,6 +194,22 @@ class TrainingObjective(nn.Module):
         return self.model.training_loss(inputs, corruption, vae_beta, cluster_weight)
 
 
+def encode_and_decode(
+    model: RepresentationModel,
+    inputs: torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeddings, reconstructions, reconstruction errors) of model-input rows, as every scoring path
+    computes them: the encoder sees each input clipped to the training range `bounds` (a customer base
+    that merely ages lands at the edge of the known space rather than wherever the network
+    extrapolates), while the error is measured against the unclipped input, so that a customer far
+    outside the range is still flagged novel."""
+    clipped = torch.minimum(torch.maximum(inputs, bounds[0]), bounds[1]) if bounds is not None else inputs
+    embeddings = model.encode(clipped)
+    reconstructions = model.decoder(embeddings)
+    return embeddings, reconstructions, (reconstructions - inputs).pow(2).mean(dim=1)
+
+
 def target_distribution(assignments: torch.Tensor) -> torch.Tensor:
     """DEC's auxiliary target: squares the assignments and normalises by cluster frequency, which
     sharpens confident assignments and keeps large clusters from swallowing the others."""

@@ -28,7 +28,7 @@ from pyspark.ml.feature import ElementwiseProduct, ImputerModel, StandardScalerM
 from pyspark.sql import SparkSession
 
 from seglib.contract.artifacts import Artifacts
-from seglib.contract.config import SeglibConfig
+from seglib.contract.config import ClusteringSpace, SeglibConfig
 from seglib.contract.errors import InputDataError
 from seglib.features.preprocessing import FeatureMetadata, load_feature_metadata, load_preprocessing
 from seglib.representation.embedding import model_input_range
@@ -75,6 +75,8 @@ class ScoringArrays:
     segment_of: list[int]  # by the clustering model's index
     names: dict[str, str]  # by segment id
     novelty_threshold: float
+    # What the centres live in (cluster.space); models logged before it existed clustered the embedding.
+    space: ClusteringSpace = "embedding"
 
     @property
     def input_columns(self) -> list[str]:
@@ -128,6 +130,7 @@ def scoring_arrays(
         segment_of=[state.segment_of[index] for index in indices],
         names={str(segment): name for segment, name in state.names.items()},
         novelty_threshold=state.novelty_threshold,
+        space=state.space,
     )
 
 
@@ -154,12 +157,13 @@ def scaled_inputs(arrays: ScoringArrays, frame: pd.DataFrame) -> np.ndarray:
     return np.hstack(parts).astype(np.float32)
 
 
-def assign_segments(arrays: ScoringArrays, embeddings: np.ndarray, errors: np.ndarray) -> pd.DataFrame:
-    """Nearest centre (k-means' own rule), its segment id and name, the second nearest segment."""
+def assign_segments(arrays: ScoringArrays, points: np.ndarray, errors: np.ndarray) -> pd.DataFrame:
+    """Nearest centre (k-means' own rule) to each point of the clustering space, its segment id and name,
+    the second nearest segment."""
     centers = np.asarray(arrays.centers, dtype=np.float64)
-    distances = np.sqrt(((embeddings[:, None, :].astype(np.float64) - centers[None, :, :]) ** 2).sum(axis=2))
+    distances = np.sqrt(((points[:, None, :].astype(np.float64) - centers[None, :, :]) ** 2).sum(axis=2))
     order = np.argsort(distances, axis=1, kind="stable")
-    rows = np.arange(len(embeddings))
+    rows = np.arange(len(points))
     own, second = distances[rows, order[:, 0]], distances[rows, order[:, 1]]
     segment_of = np.asarray(arrays.segment_of)
     segments = segment_of[order[:, 0]]
@@ -192,16 +196,19 @@ def _python_model_class() -> type:
         def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
             import torch
 
+            from seglib.representation.models import encode_and_decode
+
             inputs = torch.from_numpy(scaled_inputs(self.arrays, model_input))
-            clipped = inputs
+            bounds = None
             if self.arrays.input_low is not None and self.arrays.input_high is not None:
-                low = torch.tensor(self.arrays.input_low, dtype=torch.float32)
-                high = torch.tensor(self.arrays.input_high, dtype=torch.float32)
-                clipped = torch.minimum(torch.maximum(inputs, low), high)
+                bounds = (
+                    torch.tensor(self.arrays.input_low, dtype=torch.float32),
+                    torch.tensor(self.arrays.input_high, dtype=torch.float32),
+                )
             with torch.inference_mode():
-                embeddings = self.encoder.encode(clipped)
-                errors = (self.encoder.decoder(embeddings) - inputs).pow(2).mean(dim=1).double()
-            return assign_segments(self.arrays, embeddings.numpy(), errors.numpy())
+                embeddings, reconstructions, errors = encode_and_decode(self.encoder, inputs, bounds)
+            points = reconstructions if self.arrays.space == "reconstruction" else embeddings
+            return assign_segments(self.arrays, points.numpy(), errors.double().numpy())
 
     return SegmentationModel
 

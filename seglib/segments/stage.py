@@ -57,11 +57,12 @@ from seglib.segments.profiles import SegmentProfile, collect_profiles, segment_p
 from seglib.segments.reference import bin_shares, decile_edges
 from seglib.segments.selection import Selection, adjusted_rand_index, contingency, select_k
 from seglib.segments.state import (
+    VECTOR_COLUMN,
     SegmentationState,
     SegmentCounts,
     SegmentValue,
     assign,
-    embedding_vectors,
+    clustering_vectors,
     run_columns,
     save_state,
     segment_counts,
@@ -295,15 +296,17 @@ def _fit(warehouse: Warehouse, config: SeglibConfig) -> _Fit:
     snapshot, database, settings = config.features.snapshot_date, config.storage.database, config.cluster
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
     version = single_model_version(embeddings, f"{database}.{EMBEDDINGS_TABLE}", snapshot)
-    vectors = embedding_vectors(embeddings).cache()
+    space = config.cluster.space
+    log.info("clustering snapshot %s in the model's %s space", snapshot, space)
+    vectors = clustering_vectors(embeddings, space, f"{database}.{EMBEDDINGS_TABLE}").cache()
     threshold = novelty_threshold(vectors, ERROR_COLUMN, settings.novelty_quantile, settings.novelty_factor)
     typical = vectors.where(F.col(ERROR_COLUMN) <= F.lit(threshold))
     require_enough_customers(typical.count(), settings, f"{database}.{EMBEDDINGS_TABLE}", snapshot)
-    selection = select_k(typical, "_vector", settings) if settings.k == "auto" else None
+    selection = select_k(typical, VECTOR_COLUMN, settings) if settings.k == "auto" else None
     k = selection.k if selection is not None else int(settings.k)
     if selection is not None:
         log.info("k selection:\n%s", selection.format())
-    model = fit_clusters(typical, "_vector", settings, k)
+    model = fit_clusters(typical, VECTOR_COLUMN, settings, k)
     clustered = model.transform(typical).select("customer_id", PREDICTION).cache()
     sizes = {row[PREDICTION]: row["count"] for row in clustered.groupBy(PREDICTION).count().collect()}
     return _Fit(version, vectors, typical, threshold, selection, k, model, clustered, sizes)
@@ -365,6 +368,7 @@ def _write_segments(
         centers=dict(enumerate(centers_of(config.cluster.algorithm, fit.model))),
         names={segment_id: name.name for segment_id, name in described.names.items()},
         novelty_threshold=fit.threshold,
+        space=config.cluster.space,
         # The reference distributions are filled in below, from the segments this state assigns.
         segment_shares={},
         feature_edges={},
@@ -468,7 +472,7 @@ def _write_migration(
 def _silhouette(fit: _Fit) -> float:
     if fit.selection is not None:
         return next(c.silhouette for c in fit.selection.candidates if c.k == fit.k)
-    evaluator = ClusteringEvaluator(featuresCol="_vector", predictionCol=PREDICTION)
+    evaluator = ClusteringEvaluator(featuresCol=VECTOR_COLUMN, predictionCol=PREDICTION)
     return float(evaluator.evaluate(fit.model.transform(fit.typical)))
 
 

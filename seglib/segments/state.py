@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts
+from seglib.contract.config import ClusteringSpace
 from seglib.contract.errors import InputDataError
 from seglib.contract.tables import (
     CUSTOMER_VALUE_TABLE,
@@ -20,6 +21,7 @@ from seglib.contract.tables import (
     ERROR_COLUMN,
     LEGACY_NOVEL_SEGMENT_ID,
     LIFETIME_VALUE_COLUMNS,
+    RECONSTRUCTION_COLUMN,
     SNAPSHOT_COLUMN,
 )
 from seglib.platform.files import HadoopFiles
@@ -48,6 +50,8 @@ class SegmentationState:
     feature_edges: dict[str, list[float]]
     feature_shares: dict[str, dict[int, float]]
     novel_share: float = 0.0  # share of the training snapshot's customers flagged novel
+    # What the centres live in (cluster.space); states saved before it existed clustered the embedding.
+    space: ClusteringSpace = "embedding"
 
     def to_json(self) -> str:
         data = asdict(self) | {"snapshot": self.snapshot.isoformat()}
@@ -75,6 +79,7 @@ class SegmentationState:
             feature_edges=data["feature_edges"],
             feature_shares={name: ints(bins) for name, bins in data["feature_shares"].items()},
             novel_share=float(data.get("novel_share", legacy_novel_share)),
+            space=data.get("space", "embedding"),
         )
 
 
@@ -106,12 +111,12 @@ def load_state(
 
 
 def assign(embeddings: DataFrame, model: ClusteringModel, state: SegmentationState) -> DataFrame:
-    """Customers of `embeddings` (customer_id, embedding, reconstruction_error, the vector column) with
-    their segments. Every customer gets the model's segment; `is_novel` flags those whose reconstruction
+    """Customers of `embeddings` (as `clustering_vectors` gives them, in the state's space) with their
+    segments. Every customer gets the model's segment; `is_novel` flags those whose reconstruction
     error is above the threshold. Novelty is a flag, not a segment: a customer base that drifts away from
     the training snapshot (an ageing cohort) still gets marketing segments while the flag and the drift
     record say that it is time to retrain."""
-    columns = assignment_columns(F.col(EMBEDDING_COLUMN), F.col(PREDICTION), state.centers, state.segment_of)
+    columns = assignment_columns(F.col(POINTS_COLUMN), F.col(PREDICTION), state.centers, state.segment_of)
     novel = F.col(ERROR_COLUMN) > F.lit(state.novelty_threshold)
     names = literal_map(state.names)
     return (
@@ -152,12 +157,27 @@ def with_lifetime_value(
     return segments.select("*", *[F.lit(None).cast("double").alias(name) for name in LIFETIME_VALUE_COLUMNS])
 
 
-def embedding_vectors(embeddings: DataFrame) -> DataFrame:
+SPACE_COLUMNS: dict[str, str] = {"embedding": EMBEDDING_COLUMN, "reconstruction": RECONSTRUCTION_COLUMN}
+POINTS_COLUMN = "_points"  # the customer's point in the clustering space, as an array
+VECTOR_COLUMN = "_vector"  # the same point as an ML vector, for the clustering algorithms
+
+
+def clustering_vectors(embeddings: DataFrame, space: ClusteringSpace, table: str) -> DataFrame:
+    """customer_id, the embedding, the reconstruction error and the customer's point in `space` (as
+    POINTS_COLUMN and VECTOR_COLUMN) from rows of the embeddings table `table`."""
+    column = SPACE_COLUMNS[space]
+    if column not in embeddings.columns:
+        raise InputDataError(
+            f"{table} has no column {column!r}, which cluster.space={space} needs: it was written by an "
+            "older seglib; run `seg embed` for this snapshot again (it rewrites the snapshot's rows), or "
+            "set cluster.space=embedding"
+        )
     return embeddings.select(
         "customer_id",
         EMBEDDING_COLUMN,
         ERROR_COLUMN,
-        array_to_vector(F.col(EMBEDDING_COLUMN)).alias("_vector"),
+        F.col(column).alias(POINTS_COLUMN),
+        array_to_vector(F.col(column)).alias(VECTOR_COLUMN),
     )
 
 

@@ -37,7 +37,7 @@ from seglib.segments.model_export import logged_segmentation
 from seglib.segments.reference import bin_shares
 from seglib.segments.state import (
     assign,
-    embedding_vectors,
+    clustering_vectors,
     load_state,
     run_columns,
     segment_counts,
@@ -175,7 +175,9 @@ def score(spark: SparkSession, config: SeglibConfig, frames: InputFrames | None 
         warehouse,
         database,
         snapshot,
-        assign(embedding_vectors(embeddings), model, state).select("*", *run_columns(snapshot, version)),
+        assign(
+            clustering_vectors(embeddings, state.space, f"{database}.{EMBEDDINGS_TABLE}"), model, state
+        ).select("*", *run_columns(snapshot, version)),
     )
     upsert_segments(warehouse, database, scored, snapshot)
     current = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot).where(

@@ -80,7 +80,9 @@ def api_config(tmp_path, database: str) -> dict:
         },
         "features": {"snapshot_date": SNAPSHOT.isoformat()},
         "train": {"epochs": 40},
-        "cluster": {"k": 3},
+        # The other end-to-end tests segment the latent embeddings (the default); this one the
+        # reconstructions, through the fit and the scoring of a later snapshot.
+        "cluster": {"k": 3, "space": "reconstruction"},
         "run": {"stages": ["features", "train", "embed", "cluster"]},
     }
 

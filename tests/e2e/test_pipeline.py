@@ -29,7 +29,8 @@ FILE_SECONDS = 750
 
 SCHEMAS = {
     "customer_embeddings": (
-        "struct<customer_id:string,embedding:array<float>,reconstruction_error:double,model_version:string,"
+        "struct<customer_id:string,embedding:array<float>,reconstruction_error:double,reconstruction:array<float>,"
+        "model_version:string,"
         "snapshot_date:date>"
     ),
     "customer_segments": (

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score
 
+from seglib.numerics.local_kmeans import best_local_kmeans, squared_distances
 from seglib.representation.embedding import encode_batches
 from seglib.representation.models import (
     AutoencoderSpec,
@@ -43,11 +45,45 @@ def test_encode_batches_embeds_each_arrow_batch_and_measures_its_reconstruction_
     assert [len(batch) for batch in outputs] == [3, 0, 2]
     embedded = np.stack([*outputs[0]["embedding"], *outputs[2]["embedding"]])
     errors = np.concatenate([outputs[0]["reconstruction_error"], outputs[2]["reconstruction_error"]])
+    decoded = np.stack([*outputs[0]["reconstruction"], *outputs[2]["reconstruction"]])
     with torch.no_grad():
         expected = model.encode(torch.from_numpy(rows)).numpy()
         reconstructed = model(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(embedded, expected, rtol=1e-6)
+    np.testing.assert_allclose(decoded, reconstructed, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(errors, ((reconstructed - rows) ** 2).mean(axis=1), rtol=1e-5)
+
+
+def test_the_reconstruction_space_does_not_depend_on_how_a_training_oriented_its_latent_space():
+    """Two trainings can end with the same function in different latent coordinates: here the second
+    model's embedding is the first's under an invertible linear map (stretch and shear), undone by its
+    decoder. k-means in the embedding then sees other distances and splits the customers otherwise; in
+    the reconstruction (cluster.space's default) the two models are the same points."""
+    torch.manual_seed(3)
+    first = build_model(AutoencoderSpec(input_dim=4, hidden_dims=(8,), embedding_dim=2)).eval()
+    second = deserialize(serialize(first))
+    remap = torch.tensor([[6.0, 0.0], [5.0, 0.3]])
+    with torch.no_grad():
+        last_encoder, first_decoder = second.encoder[-1], second.decoder[0]
+        last_encoder.weight.copy_(remap @ last_encoder.weight)
+        last_encoder.bias.copy_(remap @ last_encoder.bias)
+        first_decoder.weight.copy_(first_decoder.weight @ torch.linalg.inv(remap))
+    rows = np.random.default_rng(4).normal(size=(300, 4)).astype(np.float32)
+    outputs = [
+        next(encode_batches(serialize(model), None, iter([pd.Series(list(rows))])))
+        for model in (first, second)
+    ]
+    embeddings = [np.stack(out["embedding"]).astype(np.float64) for out in outputs]
+    reconstructions = [np.stack(out["reconstruction"]).astype(np.float64) for out in outputs]
+    np.testing.assert_allclose(reconstructions[0], reconstructions[1], rtol=1e-3, atol=1e-4)
+    assert not np.allclose(embeddings[0], embeddings[1], atol=1e-2)
+
+    def two_means(points: np.ndarray) -> np.ndarray:
+        centers = best_local_kmeans(points, 2, 1, 5, 100)
+        return squared_distances(points, centers).argmin(axis=1)
+
+    assert adjusted_rand_score(two_means(reconstructions[0]), two_means(reconstructions[1])) == 1.0
+    assert adjusted_rand_score(two_means(embeddings[0]), two_means(embeddings[1])) < 0.9
 
 
 def test_inputs_outside_the_training_range_are_encoded_clipped_and_their_error_is_measured_unclipped():

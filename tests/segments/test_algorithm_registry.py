@@ -7,11 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import pytest
 from pyspark.ml.clustering import KMeans, KMeansModel
 from sklearn.metrics import adjusted_rand_score
 
 from seglib.contract.artifacts import Artifacts
 from seglib.contract.config import ClusterConfig
+from seglib.contract.errors import InputDataError
 from seglib.segments.algorithms import (
     ALGORITHMS,
     ClusteringAlgorithm,
@@ -21,7 +23,7 @@ from seglib.segments.algorithms import (
     training_cost,
 )
 from seglib.segments.selection import select_k
-from seglib.segments.state import SegmentationState, assign, embedding_vectors, load_state, save_state
+from seglib.segments.state import SegmentationState, assign, clustering_vectors, load_state, save_state
 
 TRUTH = [(0.0, 0.0), (8.0, 0.0), (0.0, 8.0)]
 
@@ -35,7 +37,7 @@ def planted_embeddings(spark):
     frame = spark.createDataFrame(
         rows, "customer_id string, embedding array<double>, reconstruction_error double, planted int"
     )
-    return embedding_vectors(frame), {row[0]: row[3] for row in rows}
+    return clustering_vectors(frame, "embedding", "planted"), {row[0]: row[3] for row in rows}
 
 
 def test_a_new_algorithm_is_one_registry_entry(spark, tmp_path, monkeypatch):
@@ -92,3 +94,14 @@ def test_a_new_algorithm_is_one_registry_entry(spark, tmp_path, monkeypatch):
     by_k = {candidate.k: candidate for candidate in selection.candidates}
     assert by_k[3].eligible and by_k[3].prediction_strength > 0.95
     assert not by_k[4].eligible  # splitting a planted group does not reproduce on the halves
+
+
+def test_an_embeddings_table_from_before_the_reconstruction_column_asks_for_a_new_embed(spark):
+    frame = spark.createDataFrame(
+        [("c1", [0.0, 1.0], 0.0)], "customer_id string, embedding array<double>, reconstruction_error double"
+    )
+    with pytest.raises(
+        InputDataError, match=r"seg\.customer_embeddings has no column 'reconstruction'.*seg embed"
+    ):
+        clustering_vectors(frame, "reconstruction", "seg.customer_embeddings")
+    assert clustering_vectors(frame, "embedding", "seg.customer_embeddings").first()["_points"] == [0.0, 1.0]

@@ -30,6 +30,7 @@ def reference_state() -> SegmentationState:
             "recency_days": {0: 0.5, 1: 0.3, 2: 0.2, -1: 0.0},
         },
         novel_share=0.02,
+        space="reconstruction",
     )
 
 
@@ -50,6 +51,12 @@ def test_a_state_saved_when_novel_customers_had_segment_minus_one_reads_with_its
     data["segment_shares"] = {"7": 0.6, "3": 0.38, "-1": 0.02}
     restored = SegmentationState.from_json(json.dumps(data))
     assert restored.segment_shares == {7: 0.6, 3: 0.38} and restored.novel_share == 0.02
+
+
+def test_a_state_saved_before_cluster_space_existed_scores_in_the_embedding_it_was_fitted_in():
+    data = json.loads(reference_state().to_json())
+    del data["space"]
+    assert SegmentationState.from_json(json.dumps(data)).space == "embedding"
 
 
 def test_an_unchanged_snapshot_raises_no_warning():
