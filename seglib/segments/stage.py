@@ -502,6 +502,7 @@ def _write_run(
         "customers": customers,
         "novel_customers": result.novel_customers,
         "novelty_threshold": fit.threshold,
+        "clustering_space": config.cluster.space,
     }
     warehouse.write_snapshot(
         spark.createDataFrame(
@@ -509,7 +510,7 @@ def _write_run(
             "model_version string, algorithm string, k int, k_chosen_by string, selection_reason string, "
             "silhouette double, surrogate_fidelity double, previous_snapshot date, ari_with_previous double, "
             "matching_basis string, kept_segments int, new_segments int, customers long, novel_customers long, "
-            "novelty_threshold double",
+            "novelty_threshold double, clustering_space string",
         ).select(F.lit(config.features.snapshot_date).alias(SNAPSHOT_COLUMN), "*"),
         config.storage.database,
         RUNS_TABLE,

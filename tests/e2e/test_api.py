@@ -112,6 +112,8 @@ def test_fit_and_transform_on_dataframes_in_a_notebook_session(spark, tmp_path):
     names = {row["group"]: row["segment_name"] for row in rows}
     assert names["one_time_lapsed"] == "One-time buyers, lapsed" and names["new"] == "New customers"
     assert fitted.catalog.count() == 3 and fitted.profiles.where("segment_id = 0").count() > 0
+    run = notebook.table("spark_catalog.seg_api.segmentation_runs").first()
+    assert run is not None and run["clustering_space"] == "reconstruction"
     # The malformed time is quarantined with its reason, not a failed job: the API set seglib's parser
     # policy for the call (the notebook's EXCEPTION policy is back in force after it).
     quarantined = fitted.quarantine.collect()

@@ -350,7 +350,7 @@ def test_automatic_k_picks_the_number_of_planted_personas(spark, pipeline_run):
     config, report, _ = pipeline_run
     database = config.storage.database
     run = spark.table(f"{database}.segmentation_runs").first()
-    assert (run["k"], run["k_chosen_by"]) == (5, "auto")
+    assert (run["k"], run["k_chosen_by"], run["clustering_space"]) == (5, "auto", "embedding")
     assert run["selection_reason"].startswith("largest k of the ")
     candidates = {row["k"]: row for row in spark.table(f"{database}.segment_k_selection").collect()}
     assert sorted(candidates) == list(range(2, 9))
