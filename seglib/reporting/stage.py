@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from pyspark.sql import Row, SparkSession
+from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts
 from seglib.contract.config import SeglibConfig
@@ -18,6 +19,7 @@ from seglib.contract.tables import (
     EMBEDDINGS_TABLE,
     LIFETIME_VALUE_FIT_TABLE,
     PROFILES_TABLE,
+    RECONSTRUCTION_COLUMN,
     RUNS_TABLE,
     SEGMENT_CATALOG_TABLE,
     SEGMENTS_TABLE,
@@ -92,6 +94,15 @@ def report(spark: SparkSession, config: SeglibConfig) -> ReportResult:
     return ReportResult(location, written)
 
 
+def map_space(run: Row) -> tuple[str, str]:
+    """The embeddings-table column the segment map projects, the space the run's segments were found in
+    (runs written before `clustering_space` existed clustered the latent embedding), and its caption."""
+    space = run.asDict().get("clustering_space") or "embedding"
+    if space == "reconstruction":
+        return RECONSTRUCTION_COLUMN, "Where the segments lie in the model's reconstruction space"
+    return EMBEDDING_COLUMN, "Where the segments lie in the embedding space"
+
+
 def _charts(
     warehouse: Warehouse,
     config: SeglibConfig,
@@ -106,8 +117,9 @@ def _charts(
     segments = warehouse.read_snapshot(database, SEGMENTS_TABLE, snapshot)
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
     fraction = min(1.0, config.report.sample_rows / max(total, 1))
+    column, caption = map_space(run)
     points = (
-        embeddings.select("customer_id", EMBEDDING_COLUMN)
+        embeddings.select("customer_id", F.col(column).alias(EMBEDDING_COLUMN))
         .join(segments.select("customer_id", "segment_id", "is_novel"), "customer_id")
         .sample(fraction=fraction, seed=config.cluster.seed)
         .limit(config.report.sample_rows)
@@ -116,7 +128,7 @@ def _charts(
     charts = {
         "segment_sizes": (sizes_chart(catalog), "Share of customers per segment"),
         "feature_lifts": (lift_heatmap(catalog, profiles), "The features that set the segments apart"),
-        "embedding_map": (embedding_map(points, catalog), "Where the segments lie in the embedding space"),
+        "embedding_map": (embedding_map(points, catalog), caption),
     }
     candidates = sorted(
         warehouse.optional_snapshot_rows(database, SELECTION_TABLE, segmentation_snapshot),

@@ -8,6 +8,7 @@ import re
 from pyspark.sql import Row
 
 from seglib.reporting.page import render_html
+from seglib.reporting.stage import map_space
 
 TRAINED = dt.date(2025, 1, 31)
 SCORED = dt.date(2025, 2, 28)
@@ -77,3 +78,11 @@ def test_cards_say_which_rule_named_each_segment_and_show_its_lifetime_value():
     assert "no naming rule fits: named by its features" in second and "next 365 days" not in second
     # Without a fitted lifetime value (older runs, clv.enabled false) no value line appears.
     assert "next 365 days" not in render_html(TRAINED, TRAINED, 1500, run_row(), valued, {}, [])
+
+
+def test_the_segment_map_projects_the_space_the_run_clustered():
+    assert map_space(run_row(clustering_space="reconstruction"))[0] == "reconstruction"
+    assert map_space(run_row(clustering_space="embedding"))[0] == "embedding"
+    # Runs written before the column existed, and their null after it was added, clustered the embedding.
+    assert map_space(run_row())[0] == "embedding"
+    assert map_space(run_row(clustering_space=None))[0] == "embedding"
