@@ -17,7 +17,7 @@ ways with the same Spark MLlib KMeans (k = the number of personas, best of clust
   pca       PCA to train.embedding_dim components, then KMeans
   ae_plain  a plain autoencoder's embeddings (train.corruption=0), then KMeans
   ae        the autoencoder as configured (denoising by default), KMeans on its embeddings
-  ae_recon  the same autoencoder, KMeans on its reconstructions (cluster.space's default)
+  ae_recon  the same autoencoder, KMeans on its reconstructions (cluster.space=reconstruction)
   idec      the IDEC embeddings (that autoencoder fine-tuned with the clustering loss), then KMeans
 and scores each with the adjusted Rand index and normalized mutual information. Prints one table
 and the means. Last line: RESULT with the mean ARIs.

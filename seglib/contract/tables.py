@@ -33,6 +33,8 @@ EMBEDDING_COLUMN = "embedding"
 ERROR_COLUMN = "reconstruction_error"
 # The decoder's output: the customer's scaled features as the model sees them (see cluster.space).
 RECONSTRUCTION_COLUMN = "reconstruction"
+# The embeddings-table column of each cluster.space.
+SPACE_COLUMNS: dict[str, str] = {"embedding": EMBEDDING_COLUMN, "reconstruction": RECONSTRUCTION_COLUMN}
 
 # Segments
 SEGMENTS_TABLE = "customer_segments"

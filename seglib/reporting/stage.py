@@ -19,11 +19,11 @@ from seglib.contract.tables import (
     EMBEDDINGS_TABLE,
     LIFETIME_VALUE_FIT_TABLE,
     PROFILES_TABLE,
-    RECONSTRUCTION_COLUMN,
     RUNS_TABLE,
     SEGMENT_CATALOG_TABLE,
     SEGMENTS_TABLE,
     SELECTION_TABLE,
+    SPACE_COLUMNS,
 )
 from seglib.contract.uris import join_uri
 from seglib.platform.files import FsspecFiles
@@ -98,9 +98,8 @@ def map_space(run: Row) -> tuple[str, str]:
     """The embeddings-table column the segment map projects, the space the run's segments were found in
     (runs written before `clustering_space` existed clustered the latent embedding), and its caption."""
     space = run.asDict().get("clustering_space") or "embedding"
-    if space == "reconstruction":
-        return RECONSTRUCTION_COLUMN, "Where the segments lie in the model's reconstruction space"
-    return EMBEDDING_COLUMN, "Where the segments lie in the embedding space"
+    place = "the model's reconstruction space" if space == "reconstruction" else "the embedding space"
+    return SPACE_COLUMNS[space], f"Where the segments lie in {place}"
 
 
 def _charts(

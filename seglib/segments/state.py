@@ -21,8 +21,8 @@ from seglib.contract.tables import (
     ERROR_COLUMN,
     LEGACY_NOVEL_SEGMENT_ID,
     LIFETIME_VALUE_COLUMNS,
-    RECONSTRUCTION_COLUMN,
     SNAPSHOT_COLUMN,
+    SPACE_COLUMNS,
 )
 from seglib.platform.files import HadoopFiles
 from seglib.platform.warehouse import Warehouse
@@ -157,7 +157,6 @@ def with_lifetime_value(
     return segments.select("*", *[F.lit(None).cast("double").alias(name) for name in LIFETIME_VALUE_COLUMNS])
 
 
-SPACE_COLUMNS: dict[str, str] = {"embedding": EMBEDDING_COLUMN, "reconstruction": RECONSTRUCTION_COLUMN}
 POINTS_COLUMN = "_points"  # the customer's point in the clustering space, as an array
 VECTOR_COLUMN = "_vector"  # the same point as an ML vector, for the clustering algorithms
 
