@@ -405,6 +405,21 @@ class IdecConfig(_Strict):
     )
 
 
+class ForecastConfig(_Strict):
+    window_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="Temporal pretext task: a head beside the decoder learns to predict what each customer "
+        "did in the last window_days before the snapshot (spend, orders, category, channel and discount "
+        "mix) from the features at the start of that window, so the embedding keeps what predicts "
+        "behaviour. Both windows precede the snapshot: nothing after it is used. 0 = off.",
+    )
+    weight: float = Field(
+        default=1.0, gt=0, description="Weight of the forecast loss beside the reconstruction loss."
+    )
+
+
 class MlflowConfig(_Strict):
     enabled: bool = False
     tracking_uri: str | None = Field(
@@ -463,6 +478,7 @@ class TrainConfig(_Strict):
     )
     vae_beta: float = Field(default=1.0, ge=0, description="Weight of the KL term of the vae model.")
     idec: IdecConfig = Field(default_factory=IdecConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     validation_fraction: float = Field(
         default=0.1, ge=0, lt=0.5, description="Customers held out for validation loss and early stopping."
     )

@@ -22,6 +22,12 @@ FEATURE_CATALOG_TABLE = "feature_catalog"
 FEATURE_VECTOR_COLUMN = "features"
 PREPROCESSING_VERSION_COLUMN = "preprocessing_version"
 
+# The temporal pretext task of train.forecast (written by the features stage, read by training): per
+# customer seen by the cut-off, the features as of the cut-off and the behaviour of the window after it.
+PRETEXT_TABLE = "forecast_pretext"
+PRETEXT_INPUT_COLUMN = "earlier_features"
+PRETEXT_TARGET_COLUMN = "window_targets"
+
 # Lifetime value (written by the features stage, joined into the segments)
 CUSTOMER_VALUE_TABLE = "customer_value"
 LIFETIME_VALUE_FIT_TABLE = "lifetime_value_fit"

@@ -24,6 +24,7 @@ from seglib.contract.tables import (
     FEATURE_VECTOR_COLUMN,
     FEATURES_TABLE,
     PREPROCESSING_VERSION_COLUMN,
+    PRETEXT_TABLE,
     QUARANTINE_TABLE,
     SNAPSHOT_COLUMN,
 )
@@ -41,6 +42,7 @@ from seglib.features.preprocessing import (
     save_preprocessing,
     vector_slot_names,
 )
+from seglib.features.pretext import PretextResult, write_pretext
 from seglib.features.spec import FeatureSet, FeatureSettings
 from seglib.features.transactions import top_values_of
 from seglib.inputs.sources import InputFrames, InputTables, read_inputs
@@ -58,6 +60,7 @@ class FeaturesResult:
     customers: int
     input_counts: dict[str, dict[str, int]]
     lifetime_value: LifetimeValueFit | None = None
+    pretext: PretextResult | None = None
 
     @property
     def dimension(self) -> int:
@@ -73,6 +76,8 @@ class FeaturesResult:
             )
         if self.lifetime_value is not None:
             lines.append(f"wrote customer_value: lifetime value {self.lifetime_value.describe()}")
+        if self.pretext is not None:
+            lines.append(f"wrote {PRETEXT_TABLE}: {self.pretext.describe()}")
         return "\n".join(lines)
 
 
@@ -147,18 +152,14 @@ def _compute_features(
         version = current_preprocessing_version(spark, artifacts)
     saved = load_feature_metadata(spark, artifacts, version) if version is not None else None
     categories, channels = _vocabulary(inputs, config, saved)
-    raw, feature_set = build_features(
-        inputs.transactions,
-        inputs.customers,
-        inputs.events,
-        # A saved pipeline keeps its own choice, so later snapshots give the features it was fitted on.
-        _settings(
-            config,
-            categories,
-            channels,
-            saved.has_time_of_day if saved is not None else inputs.transactions_have_time_of_day,
-        ),
+    # A saved pipeline keeps its own choice, so later snapshots give the features it was fitted on.
+    settings = _settings(
+        config,
+        categories,
+        channels,
+        saved.has_time_of_day if saved is not None else inputs.transactions_have_time_of_day,
     )
+    raw, feature_set = build_features(inputs.transactions, inputs.customers, inputs.events, settings)
     if saved is not None:
         _require_same_features(saved, feature_set, list(config.features.windows_days))
     # One row per customer, read by the statistics, the pipeline fit and the write: staged once as
@@ -166,7 +167,7 @@ def _compute_features(
     staging = artifacts.features_staging(snapshot, uuid.uuid4().hex)
     try:
         raw.write.parquet(staging)
-        customers, metadata = _scale_and_write(
+        customers, metadata, preprocessing = _scale_and_write(
             spark,
             config,
             warehouse,
@@ -181,7 +182,13 @@ def _compute_features(
     value = write_lifetime_value(
         spark, warehouse, config, inputs.transactions, end_of_day(snapshot, config.features.timezone)
     )
-    return FeaturesResult(metadata, customers, inputs.counts, value)
+    # Training material: a snapshot scored with an earlier model (preprocessing_version given) trains nothing.
+    pretext = (
+        write_pretext(spark, warehouse, config, inputs, settings, preprocessing)
+        if preprocessing_version is None
+        else None
+    )
+    return FeaturesResult(metadata, customers, inputs.counts, value, pretext)
 
 
 def _vocabulary(
@@ -220,7 +227,7 @@ def _scale_and_write(
     feature_set: FeatureSet,
     saved: FeatureMetadata | None,
     vocabulary: tuple[list[str], list[str]],
-) -> tuple[int, FeatureMetadata]:
+) -> tuple[int, FeatureMetadata, PipelineModel]:
     """Apply the saved pipeline (or fit a new version), write the snapshot's tables, then move the pointer."""
     snapshot, database = config.features.snapshot_date, config.storage.database
     customers, stats = population_statistics(raw, feature_set)
@@ -240,7 +247,7 @@ def _scale_and_write(
     if saved is None:
         # Last: a refit that fails before this point leaves the previous version current.
         make_current(spark, artifacts, metadata.version)
-    return customers, metadata
+    return customers, metadata, model
 
 
 def _fit_preprocessing(

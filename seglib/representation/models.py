@@ -38,6 +38,16 @@ class AutoencoderSpec:
     activation: Activation = "gelu"
     batch_norm: bool = False
     clusters: int = 0  # idec only: number of cluster centres
+    forecast_targets: int = 0  # train.forecast: outputs of the forecast head (0: no head)
+
+
+def training_row_width(spec: AutoencoderSpec) -> int:
+    """Values per training row: the model inputs, and with a forecast head the customer's earlier
+    inputs, the window targets and the row's forecast weight (1, or 0 for a customer not seen by the
+    cut-off), packed into one array so that every launcher and loader moves a single column."""
+    if spec.forecast_targets == 0:
+        return spec.input_dim
+    return 2 * spec.input_dim + spec.forecast_targets + 1
 
 
 def _stack(widths: list[int], spec: AutoencoderSpec) -> nn.Sequential:
@@ -66,6 +76,9 @@ class RepresentationModel(nn.Module):
         widths = [spec.input_dim, *spec.hidden_dims, spec.embedding_dim]
         self.encoder = _stack(self.encoder_widths(widths), spec)
         self.decoder = _stack(list(reversed(widths)), spec)
+        if spec.forecast_targets > 0:
+            hidden = spec.hidden_dims[-1] if spec.hidden_dims else spec.embedding_dim
+            self.forecast_head = _stack([spec.embedding_dim, hidden, spec.forecast_targets], spec)
 
     def encoder_widths(self, widths: list[int]) -> list[int]:
         return widths
@@ -85,6 +98,15 @@ class RepresentationModel(nn.Module):
         corrupted = _mask(inputs, corruption) if corruption > 0 else inputs
         reconstruction = nn.functional.mse_loss(self.decoder(self.encoder(corrupted)), inputs)
         return reconstruction, reconstruction
+
+    def forecast_loss(
+        self, earlier: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """Squared error of the window's (standardized, family-weighted) targets predicted from the
+        embedding of the customer's earlier inputs, averaged over the rows that have them."""
+        predicted = self.forecast_head(self.encode(earlier))
+        per_row = (predicted - targets).pow(2).sum(dim=1)
+        return (per_row * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 class Autoencoder(RepresentationModel):
@@ -184,14 +206,24 @@ class TrainingObjective(nn.Module):
     """The training loss as a module's forward, so that DistributedDataParallel (which synchronises
     the gradients of what runs through its own forward) wraps the whole objective."""
 
-    def __init__(self, model: RepresentationModel) -> None:
+    def __init__(self, model: RepresentationModel, forecast_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.forecast_weight = forecast_weight
 
     def forward(
-        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+        self, rows: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.training_loss(inputs, corruption, vae_beta, cluster_weight)
+        """(loss, reconstruction MSE) of a batch of training rows (see `training_row_width`)."""
+        spec = self.model.spec
+        if spec.forecast_targets == 0:
+            return self.model.training_loss(rows, corruption, vae_beta, cluster_weight)
+        inputs, earlier, targets, weights = rows.split(
+            [spec.input_dim, spec.input_dim, spec.forecast_targets, 1], dim=1
+        )
+        loss, reconstruction = self.model.training_loss(inputs, corruption, vae_beta, cluster_weight)
+        forecast = self.model.forecast_loss(earlier, targets, weights.squeeze(1))
+        return loss + self.forecast_weight * forecast, reconstruction
 
 
 def encode_and_decode(

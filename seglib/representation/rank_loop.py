@@ -49,6 +49,7 @@ class TrainingPlan:
     idec_epochs: int = 0
     idec_weight: float = 0.1
     idec_tolerance: float = 0.001
+    forecast_weight: float = 0.0
     reader_workers: int = 2
     shuffle_buffer: int = 4096
     shard_cache_bytes: int = 2 << 30
@@ -291,7 +292,9 @@ def load_shard(converter: Any, plan: TrainingPlan, rank: int, size: int, limit_b
                 return None
             parts.append(rows)
     if not parts:
-        return torch.zeros((0, plan.spec.input_dim))
+        from seglib.representation.models import training_row_width
+
+        return torch.zeros((0, training_row_width(plan.spec)))
     return torch.cat(parts)
 
 
@@ -435,7 +438,9 @@ class _Run:
                 self.scaler.load_state_dict(saved["scaler"])
             self.state = TrainingState(**saved["state"])
         self.resumed_from = self.state.epoch
-        self.objective, self.optimizer = group.prepare(TrainingObjective(self.model), optimizer, self.device)
+        self.objective, self.optimizer = group.prepare(
+            TrainingObjective(self.model, plan.forecast_weight), optimizer, self.device
+        )
         self.shard = load_shard(train_data, plan, group.rank, group.size, plan.shard_cache_bytes)
         self.stack = contextlib.ExitStack()
         self.batches: InMemoryBatches | StreamingBatches
@@ -612,7 +617,9 @@ class _Run:
                 sample = self.shard[:50_000]
             else:
                 sample = torch.cat([batch for _, batch in zip(range(50), self.batches.epoch(), strict=False)])
-            embedded = _embed(self.model, sample.to(self.device)).cpu()
+            # A training row may carry the forecast task after the model inputs.
+            inputs = sample[:, : self.plan.spec.input_dim]
+            embedded = _embed(self.model, inputs.to(self.device)).cpu()
             centers = best_local_kmeans(
                 embedded.double().numpy(),
                 self.plan.spec.clusters,

@@ -18,8 +18,14 @@ from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts, new_model_version
 from seglib.contract.config import SeglibConfig, TrainConfig
-from seglib.contract.errors import ConfigError, TrainingError
-from seglib.contract.tables import FEATURE_VECTOR_COLUMN, FEATURES_TABLE
+from seglib.contract.errors import ConfigError, InputDataError, TrainingError
+from seglib.contract.tables import (
+    FEATURE_VECTOR_COLUMN,
+    FEATURES_TABLE,
+    PRETEXT_INPUT_COLUMN,
+    PRETEXT_TABLE,
+    PRETEXT_TARGET_COLUMN,
+)
 from seglib.contract.uris import join_uri, mask_credentials
 from seglib.features.preprocessing import (
     FeatureMetadata,
@@ -97,7 +103,7 @@ def batch_and_learning_rate(settings: TrainConfig, rows: int) -> tuple[int, floa
     return batch, settings.learning_rate * math.sqrt(batch / AUTO_BATCH_REFERENCE)
 
 
-def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPlan:
+def plan_training(config: SeglibConfig, input_dim: int, rows: int, forecast_targets: int = 0) -> TrainingPlan:
     settings = config.train
     batch_size, learning_rate = batch_and_learning_rate(settings, rows)
     # Each rank takes this many steps per epoch; together they see about every row once.
@@ -113,6 +119,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
             activation=settings.activation,
             batch_norm=settings.batch_norm,
             clusters=idec_clusters(config) if is_idec else 0,
+            forecast_targets=forecast_targets,
         ),
         epochs=settings.epochs,
         batch_size=batch_size,
@@ -128,6 +135,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int) -> TrainingPl
         idec_epochs=settings.idec.epochs if is_idec else 0,
         idec_weight=settings.idec.weight,
         idec_tolerance=settings.idec.tolerance,
+        forecast_weight=settings.forecast.weight if forecast_targets else 0.0,
         reader_workers=settings.reader_workers,
         shard_cache_bytes=settings.shard_cache_mib << 20,
         device=settings.device,
@@ -156,19 +164,47 @@ def latest_checkpoint(location: str) -> tuple[str, bytes] | None:
 
 
 def split_for_validation(
-    features: DataFrame, settings: TrainConfig, rows: int
+    features: DataFrame, settings: TrainConfig, rows: int, training_rows: DataFrame | None = None
 ) -> tuple[DataFrame, DataFrame | None]:
-    """Hold out a share of customers, chosen by a hash of the id so the split is the same on a rerun."""
+    """Hold out a share of customers, chosen by a hash of the id so the split is the same on a rerun.
+
+    The held-out customers' model inputs measure the reconstruction; the training side takes its rows
+    from `training_rows` (the same customers' inputs with the forecast task packed after them) when given."""
+    training = training_rows if training_rows is not None else features
     fraction = min(settings.validation_fraction, settings.validation_max_rows / max(rows, 1))
     # Too few held-out rows would leave some workers without a Parquet row group to read.
     if fraction * rows < 8 * settings.num_proc:
-        return features.select(FEATURE_VECTOR_COLUMN), None
+        return training.select(FEATURE_VECTOR_COLUMN), None
     bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(settings.seed)), F.lit(100_000))
     held_out = bucket < F.lit(int(fraction * 100_000))
     return (
-        features.where(~held_out).select(FEATURE_VECTOR_COLUMN),
+        training.where(~held_out).select(FEATURE_VECTOR_COLUMN),
         features.where(held_out).select(FEATURE_VECTOR_COLUMN),
     )
+
+
+def with_forecast_task(features: DataFrame, pretext: DataFrame, input_dim: int) -> tuple[DataFrame, int]:
+    """Each customer's model inputs followed by the forecast task (`models.training_row_width`): the
+    earlier inputs, the window targets and weight 1 for a customer seen by the cut-off; zeros and
+    weight 0 for one who arrived after it. Returns the rows and the number of targets."""
+    first = pretext.select(F.size(PRETEXT_TARGET_COLUMN).alias("n")).first()
+    if first is None:
+        raise InputDataError(
+            f"table {PRETEXT_TABLE} has no rows for this snapshot although train.forecast.window_days is set: "
+            "run `seg features` (or `seg run`) again with the same configuration"
+        )
+    targets = int(first["n"])
+    seen = F.col(PRETEXT_TARGET_COLUMN).isNotNull()
+    packed = features.join(pretext, "customer_id", "left").select(
+        "customer_id",
+        F.concat(
+            F.col(FEATURE_VECTOR_COLUMN),
+            F.coalesce(F.col(PRETEXT_INPUT_COLUMN), F.array_repeat(F.lit(0.0).cast("float"), input_dim)),
+            F.coalesce(F.col(PRETEXT_TARGET_COLUMN), F.array_repeat(F.lit(0.0).cast("float"), targets)),
+            F.array(F.when(seen, 1.0).otherwise(0.0).cast("float")),
+        ).alias(FEATURE_VECTOR_COLUMN),
+    )
+    return packed, targets
 
 
 @dataclass(frozen=True)
@@ -249,9 +285,26 @@ def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifac
     preprocessing = load_feature_metadata(spark, artifacts, preprocessing_version)
     features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
     rows, low, high = input_range(features)
-    training, validation = split_for_validation(features, config.train, rows)
+    packed, targets = None, 0
+    if config.train.forecast.window_days > 0:
+        pretext = (
+            warehouse.read_snapshot(database, PRETEXT_TABLE, snapshot)
+            if warehouse.exists(database, PRETEXT_TABLE)
+            else None
+        )
+        if pretext is None:
+            raise InputDataError(
+                f"train.forecast.window_days is set but {database}.{PRETEXT_TABLE} does not exist: run "
+                "`seg features` (or `seg run`) with this configuration first"
+            )
+        packed, targets = with_forecast_task(
+            features,
+            pretext.select("customer_id", PRETEXT_INPUT_COLUMN, PRETEXT_TARGET_COLUMN),
+            preprocessing.dimension,
+        )
+    training, validation = split_for_validation(features, config.train, rows, packed)
     counted = training.count()
-    plan = plan_training(config, preprocessing.dimension, counted)
+    plan = plan_training(config, preprocessing.dimension, counted, targets)
     location = checkpoint_location(artifacts, snapshot, plan, preprocessing_version)
     plan = dataclasses.replace(plan, checkpoint_uri=location)
     return _TrainingData(training, validation, rows, counted, plan, preprocessing, (low, high))
@@ -342,6 +395,11 @@ def _model_metadata(
         "plan": asdict(data.plan),
         "feature_slots": preprocessing.vector_slots,
         "input_range": {"low": data.input_range[0], "high": data.input_range[1]},
+        "forecast": {
+            "window_days": config.train.forecast.window_days,
+            "weight": config.train.forecast.weight,
+            "targets": data.plan.spec.forecast_targets,
+        },
         "preprocessing": {
             "version": preprocessing.version,
             "uri": artifacts.preprocessing_folder(preprocessing.version),

@@ -12,10 +12,12 @@ from seglib.numerics.local_kmeans import best_local_kmeans, squared_distances
 from seglib.representation.embedding import encode_batches
 from seglib.representation.models import (
     AutoencoderSpec,
+    TrainingObjective,
     build_model,
     deserialize,
     serialize,
     target_distribution,
+    training_row_width,
 )
 from seglib.representation.rank_loop import is_improvement
 
@@ -225,3 +227,66 @@ def test_ranks_count_the_others_on_their_host_whatever_their_launcher_called_loc
     keys = [host_key(name) for name in ("worker-a", "worker-b", "worker-a", "worker-a")]
     assert [ranks_sharing_host(keys, rank) for rank in range(4)] == [3, 1, 3, 3]
     assert host_key("worker-a") == host_key("worker-a") != host_key("worker-b")
+
+
+def forecast_rows(inputs: torch.Tensor, earlier: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor):
+    return torch.cat([inputs, earlier, targets, seen.unsqueeze(1)], dim=1)
+
+
+def test_the_forecast_objective_adds_the_weighted_forecast_of_the_customers_seen_by_the_cutoff():
+    torch.manual_seed(3)
+    spec = AutoencoderSpec(input_dim=4, hidden_dims=(8,), embedding_dim=2, forecast_targets=3)
+    model = build_model(spec)
+    inputs, earlier, targets = torch.randn(6, 4), torch.randn(6, 4), torch.randn(6, 3)
+    seen = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    rows = forecast_rows(inputs, earlier, targets, seen)
+    assert rows.shape[1] == training_row_width(spec) == 12
+
+    loss, reconstruction = TrainingObjective(model, forecast_weight=0.5)(rows, 0.0, 1.0, 0.0)
+
+    expected_reconstruction = ((model(inputs) - inputs) ** 2).mean()
+    errors = ((model.forecast_head(model.encode(earlier)) - targets) ** 2).sum(dim=1)
+    expected_forecast = errors[seen == 1].mean()
+    assert reconstruction.item() == pytest.approx(expected_reconstruction.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((expected_reconstruction + 0.5 * expected_forecast).item(), rel=1e-5)
+    # A customer first seen after the cut-off has no earlier history: whatever its row holds there
+    # changes nothing.
+    unseen = seen == 0
+    earlier[unseen], targets[unseen] = 100.0, -100.0
+    again, _ = TrainingObjective(model, forecast_weight=0.5)(
+        forecast_rows(inputs, earlier, targets, seen), 0.0, 1.0, 0.0
+    )
+    assert again.item() == pytest.approx(loss.item(), rel=1e-6)
+    loss.backward()
+    assert model.forecast_head[0].weight.grad.abs().sum() > 0
+    assert model.encoder[0].weight.grad.abs().sum() > 0
+
+
+def test_the_forecast_head_learns_the_window_from_earlier_inputs_and_is_saved_with_the_model():
+    torch.manual_seed(4)
+    spec = AutoencoderSpec(input_dim=5, hidden_dims=(16,), embedding_dim=2, forecast_targets=1)
+    model = build_model(spec)
+    objective = TrainingObjective(model, forecast_weight=1.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    earlier = torch.randn(512, 5)
+    targets = (earlier[:, 2] - earlier[:, 4]).unsqueeze(1)  # what comes next depends on two inputs
+    rows = forecast_rows(torch.randn(512, 5), earlier, targets, torch.ones(512))
+
+    def forecast_error() -> float:
+        with torch.no_grad():
+            return float(((model.forecast_head(model.encode(earlier)) - targets) ** 2).mean() / targets.var())
+
+    before = forecast_error()
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss, _ = objective(rows, 0.0, 1.0, 0.0)
+        loss.backward()
+        optimizer.step()
+
+    assert before > 0.5 and forecast_error() < 0.1
+    model.eval()
+    restored = deserialize(serialize(model))
+    assert restored.spec.forecast_targets == 1
+    assert torch.equal(
+        restored.forecast_head(restored.encode(earlier)), model.forecast_head(model.encode(earlier))
+    )

@@ -23,15 +23,16 @@ from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts
-from seglib.contract.config import MlflowConfig
+from seglib.contract.config import ForecastConfig, MlflowConfig
 from seglib.contract.errors import TrainingError
-from seglib.contract.tables import FEATURES_TABLE
+from seglib.contract.tables import FEATURES_TABLE, PRETEXT_INPUT_COLUMN, PRETEXT_TABLE, PRETEXT_TARGET_COLUMN
 from seglib.contract.uris import join_uri, resolve_uri
 from seglib.features.stage import features, load_feature_metadata
 from seglib.platform.files import FsspecFiles
 from seglib.representation.embedding import embed
 from seglib.representation.launchers import HorovodSparkLauncher
-from seglib.representation.models import AutoencoderSpec
+from seglib.representation.model_store import read_model_metadata, read_model_payload
+from seglib.representation.models import AutoencoderSpec, deserialize
 from seglib.representation.rank_loop import TrainingPlan, choose_precision, train_rank
 from seglib.representation.stage import checkpoint_location, plan_training, raise_rank_failures, train
 from seglib.synthetic.generator import generate
@@ -223,22 +224,41 @@ def assert_everyone_has_an_embedding(spark, config):
     assert np.isfinite(values).all() and values.std(axis=0).min() > 0
 
 
-def test_idec_pretrains_then_clusters_and_embeds_everyone(spark, prepared):
+def test_idec_with_the_forecast_task_pretrains_then_clusters_and_embeds_everyone(spark, prepared):
     config, _ = prepared
     config = with_train(config, model="idec")
     config = config.model_copy(
         update={
             "train": config.train.model_copy(
-                update={"idec": config.train.idec.model_copy(update={"epochs": 4, "clusters": 4})}
+                update={
+                    "idec": config.train.idec.model_copy(update={"epochs": 4, "clusters": 4}),
+                    "forecast": ForecastConfig(window_days=90),
+                }
             )
         }
     )
+    pretext = features(spark, config).pretext
+    assert pretext is not None and pretext.customers > 300
+
     trained = train(spark, config)
+
     phases = [epoch["phase"] for epoch in trained.history]
     assert phases == ["pretrain"] * 20 + ["idec"] * (len(phases) - 20) and len(phases) > 20
     changes = [epoch["assignment_change"] for epoch in trained.history[20:]]
     assert changes[0] == 1.0 and all(0 <= change <= 1 for change in changes)
     assert trained.version.startswith("idec-")
+    # The head learnt the last 90 days from the customers' features at the start of them: its
+    # predictions explain a good share of the (standardized) targets' variance.
+    artifacts = Artifacts.from_config(config)
+    model = deserialize(read_model_payload(spark, artifacts, trained.version))
+    assert model.spec.forecast_targets == len(pretext.targets)
+    assert read_model_metadata(spark, artifacts, trained.version)["forecast"]["window_days"] == 90
+    pairs = spark.table(f"{config.storage.database}.{PRETEXT_TABLE}").collect()
+    earlier = torch.tensor([row[PRETEXT_INPUT_COLUMN] for row in pairs])
+    targets = torch.tensor([row[PRETEXT_TARGET_COLUMN] for row in pairs])
+    with torch.no_grad():
+        residual = ((model.forecast_head(model.encode(earlier)) - targets) ** 2).sum()
+    assert float(residual / (targets**2).sum()) < 0.8
     assert embed(spark, config) == trained.version
     assert_everyone_has_an_embedding(spark, config)
 
