@@ -79,7 +79,8 @@ def api_config(tmp_path, database: str) -> dict:
             },
         },
         "features": {"snapshot_date": SNAPSHOT.isoformat()},
-        "train": {"epochs": 40},
+        # With the temporal pretext task: the 30 new customers arrived after its cut-off.
+        "train": {"epochs": 40, "forecast": {"window_days": 30}},
         # The other end-to-end tests segment the latent embeddings (the default); this one the
         # reconstructions, through the fit and the scoring of a later snapshot.
         "cluster": {"k": 3, "space": "reconstruction"},
@@ -97,7 +98,13 @@ def test_fit_and_transform_on_dataframes_in_a_notebook_session(spark, tmp_path):
     fitted = segmentation.fit(notebook, log.drop("group"))
 
     assert {key: notebook.conf.get(key) for key in NOTEBOOK_SETTINGS} == NOTEBOOK_SETTINGS
-    for table in ("customer_features", "customer_embeddings", "customer_segments", "segment_catalog"):
+    for table in (
+        "customer_features",
+        "forecast_pretext",
+        "customer_embeddings",
+        "customer_segments",
+        "segment_catalog",
+    ):
         details = {
             row["col_name"]: row["data_type"]
             for row in notebook.sql(f"DESCRIBE TABLE EXTENDED spark_catalog.seg_api.{table}").collect()
@@ -112,6 +119,8 @@ def test_fit_and_transform_on_dataframes_in_a_notebook_session(spark, tmp_path):
     names = {row["group"]: row["segment_name"] for row in rows}
     assert names["one_time_lapsed"] == "One-time buyers, lapsed" and names["new"] == "New customers"
     assert fitted.catalog.count() == 3 and fitted.profiles.where("segment_id = 0").count() > 0
+    pretext = notebook.table("spark_catalog.seg_api.forecast_pretext").select("customer_id").collect()
+    assert len(pretext) == 60 and not any(row["customer_id"].startswith("new-") for row in pretext)
     run = notebook.table("spark_catalog.seg_api.segmentation_runs").first()
     assert run is not None and run["clustering_space"] == "reconstruction"
     # The malformed time is quarantined with its reason, not a failed job: the API set seglib's parser
