@@ -407,16 +407,17 @@ class IdecConfig(_Strict):
 
 class ForecastConfig(_Strict):
     window_days: int = Field(
-        default=0,
+        default=90,
         ge=0,
         le=3650,
         description="Temporal pretext task: a head beside the decoder learns to predict what each customer "
         "did in the last window_days before the snapshot (spend, orders, category, channel and discount "
         "mix) from the features at the start of that window, so the embedding keeps what predicts "
-        "behaviour. Both windows precede the snapshot: nothing after it is used. 0 = off.",
+        "behaviour. Both windows precede the snapshot: nothing after it is used. Where no customer has "
+        "history before that start, training uses the reconstruction alone (with a warning). 0 = off.",
     )
     weight: float = Field(
-        default=1.0, gt=0, description="Weight of the forecast loss beside the reconstruction loss."
+        default=0.3, gt=0, description="Weight of the forecast loss beside the reconstruction loss."
     )
 
 

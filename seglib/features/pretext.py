@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglib.contract.config import SeglibConfig
-from seglib.contract.errors import InputDataError
 from seglib.contract.tables import (
     FEATURE_VECTOR_COLUMN,
     PRETEXT_INPUT_COLUMN,
@@ -63,6 +62,8 @@ class PretextResult:
     targets: list[str]
 
     def describe(self) -> str:
+        if self.customers == 0:
+            return f"forecast pretext: no customer seen by {self.cutoff}, training on reconstruction alone"
         return (
             f"forecast pretext: {self.customers} customers seen by {self.cutoff}, "
             f"{len(self.targets)} window targets ({', '.join(self.targets)})"
@@ -200,12 +201,16 @@ def write_pretext(
     try:
         customers = valued.count()
         if customers == 0:
-            raise InputDataError(
-                f"train.forecast.window_days={window_days}: no customer of "
-                f"{inputs.transactions_label} is seen by the cut-off {cutoff} (the snapshot "
-                f"{snapshot} minus the window), so there is no earlier history to forecast from; lower "
-                "train.forecast.window_days, or set it to 0 to train on reconstruction alone"
-            )
+            log.warning(
+                "train.forecast.window_days=%d: no customer of %s is seen by the cut-off %s (the snapshot "
+                "%s minus the window), so there is no earlier history to forecast from and training will "
+                "use the reconstruction alone; lower train.forecast.window_days to use the forecast task, "
+                "or set it to 0 to silence this",
+                window_days, inputs.transactions_label, cutoff, snapshot,
+            )  # fmt: skip
+            empty = spark.createDataFrame([], PRETEXT_SCHEMA).withColumn(SNAPSHOT_COLUMN, F.lit(snapshot))
+            warehouse.write_snapshot(empty, database, PRETEXT_TABLE, snapshot)
+            return PretextResult(cutoff, 0, [])
         pairs = valued.select(
             "customer_id",
             PRETEXT_INPUT_COLUMN,

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from seglib.contract.artifacts import Artifacts, new_model_version
 from seglib.contract.config import SeglibConfig, TrainConfig
-from seglib.contract.errors import ConfigError, InputDataError, TrainingError
+from seglib.contract.errors import ConfigError, TrainingError
 from seglib.contract.tables import (
     FEATURE_VECTOR_COLUMN,
     FEATURES_TABLE,
@@ -183,16 +183,16 @@ def split_for_validation(
     )
 
 
-def with_forecast_task(features: DataFrame, pretext: DataFrame, input_dim: int) -> tuple[DataFrame, int]:
+def with_forecast_task(
+    features: DataFrame, pretext: DataFrame, input_dim: int
+) -> tuple[DataFrame | None, int]:
     """Each customer's model inputs followed by the forecast task (`models.training_row_width`): the
     earlier inputs, the window targets and weight 1 for a customer seen by the cut-off; zeros and
-    weight 0 for one who arrived after it. Returns the rows and the number of targets."""
+    weight 0 for one who arrived after it. Returns the rows and the number of targets; (None, 0) when
+    the snapshot has no pairs (no customer seen by the cut-off)."""
     first = pretext.select(F.size(PRETEXT_TARGET_COLUMN).alias("n")).first()
     if first is None:
-        raise InputDataError(
-            f"table {PRETEXT_TABLE} has no rows for this snapshot although train.forecast.window_days is set: "
-            "run `seg features` (or `seg run`) again with the same configuration"
-        )
+        return None, 0
     targets = int(first["n"])
     seen = F.col(PRETEXT_TARGET_COLUMN).isNotNull()
     packed = features.join(pretext, "customer_id", "left").select(
@@ -204,6 +204,35 @@ def with_forecast_task(features: DataFrame, pretext: DataFrame, input_dim: int) 
             F.array(F.when(seen, 1.0).otherwise(0.0).cast("float")),
         ).alias(FEATURE_VECTOR_COLUMN),
     )
+    return packed, targets
+
+
+def forecast_rows(
+    warehouse: Warehouse, config: SeglibConfig, features: DataFrame, input_dim: int
+) -> tuple[DataFrame | None, int]:
+    """The training rows with the forecast task (see `with_forecast_task`), or (None, 0) with a warning
+    where the features stage wrote no pairs for this snapshot."""
+    snapshot, database = config.features.snapshot_date, config.storage.database
+    if config.train.forecast.window_days == 0:
+        return None, 0
+    packed, targets = (
+        with_forecast_task(
+            features,
+            warehouse.snapshot_rows(database, PRETEXT_TABLE, snapshot).select(
+                "customer_id", PRETEXT_INPUT_COLUMN, PRETEXT_TARGET_COLUMN
+            ),
+            input_dim,
+        )
+        if warehouse.exists(database, PRETEXT_TABLE)
+        else (None, 0)
+    )
+    if packed is None:
+        log.warning(
+            "train.forecast is on but %s.%s has no pairs for snapshot %s (no customer seen by its cut-off, "
+            "or the features were written without it): training on the reconstruction alone; run "
+            "`seg features` again with this configuration to train with the forecast task",
+            database, PRETEXT_TABLE, snapshot,
+        )  # fmt: skip
     return packed, targets
 
 
@@ -285,23 +314,7 @@ def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifac
     preprocessing = load_feature_metadata(spark, artifacts, preprocessing_version)
     features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
     rows, low, high = input_range(features)
-    packed, targets = None, 0
-    if config.train.forecast.window_days > 0:
-        pretext = (
-            warehouse.read_snapshot(database, PRETEXT_TABLE, snapshot)
-            if warehouse.exists(database, PRETEXT_TABLE)
-            else None
-        )
-        if pretext is None:
-            raise InputDataError(
-                f"train.forecast.window_days is set but {database}.{PRETEXT_TABLE} does not exist: run "
-                "`seg features` (or `seg run`) with this configuration first"
-            )
-        packed, targets = with_forecast_task(
-            features,
-            pretext.select("customer_id", PRETEXT_INPUT_COLUMN, PRETEXT_TARGET_COLUMN),
-            preprocessing.dimension,
-        )
+    packed, targets = forecast_rows(warehouse, config, features, preprocessing.dimension)
     training, validation = split_for_validation(features, config.train, rows, packed)
     counted = training.count()
     plan = plan_training(config, preprocessing.dimension, counted, targets)

@@ -79,7 +79,7 @@ def api_config(tmp_path, database: str) -> dict:
             },
         },
         "features": {"snapshot_date": SNAPSHOT.isoformat()},
-        # With the temporal pretext task: the 30 new customers arrived after its cut-off.
+        # The temporal pretext task over 30 days: the 30 new customers arrived after its cut-off.
         "train": {"epochs": 40, "forecast": {"window_days": 30}},
         # The other end-to-end tests segment the latent embeddings (the default); this one the
         # reconstructions, through the fit and the scoring of a later snapshot.

@@ -4,15 +4,17 @@ would have them, the window's behaviour as standardized targets, and nothing fro
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 
 import numpy as np
 import pytest
 from pyspark.sql import DataFrame
 
-from seglib.contract.errors import InputDataError
 from seglib.contract.tables import FEATURE_VECTOR_COLUMN, PRETEXT_INPUT_COLUMN, PRETEXT_TARGET_COLUMN
 from seglib.features.stage import features
+from seglib.platform.warehouse import Warehouse
+from seglib.representation.stage import forecast_rows
 from tests.conftest import suite_config
 
 SNAPSHOT = dt.date(2025, 6, 30)
@@ -129,8 +131,18 @@ def test_turning_the_forecast_off_empties_the_snapshots_pairs(spark, purchases, 
     assert spark.table("seg_pretext_off.forecast_pretext").count() == 0
 
 
-def test_a_window_longer_than_the_history_is_refused_with_the_key_to_change(spark, purchases, tmp_path):
+def test_a_window_longer_than_the_history_leaves_training_to_the_reconstruction_and_says_so(
+    spark, purchases, tmp_path, caplog
+):
     config = config_of(tmp_path, "seg_pretext_long", "train.forecast.window_days=365")
 
-    with pytest.raises(InputDataError, match=r"train\.forecast\.window_days=365.*cut-off 2024-06-30"):
-        features(spark, config, frames={"transactions": purchases})
+    with caplog.at_level(logging.WARNING, logger="seglib.features.pretext"):
+        result = features(spark, config, frames={"transactions": purchases})
+
+    assert result.pretext is not None and result.pretext.customers == 0
+    assert spark.table("seg_pretext_long.forecast_pretext").count() == 0
+    assert "train.forecast.window_days=365" in caplog.text and "cut-off 2024-06-30" in caplog.text
+    packed, targets = forecast_rows(
+        Warehouse.from_config(spark, config), config, spark.table("seg_pretext_long.customer_features"), 4
+    )
+    assert packed is None and targets == 0

@@ -232,7 +232,7 @@ def test_idec_with_the_forecast_task_pretrains_then_clusters_and_embeds_everyone
             "train": config.train.model_copy(
                 update={
                     "idec": config.train.idec.model_copy(update={"epochs": 4, "clusters": 4}),
-                    "forecast": ForecastConfig(window_days=90),
+                    "forecast": ForecastConfig(window_days=90, weight=1.0),
                 }
             )
         }
