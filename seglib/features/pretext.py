@@ -162,6 +162,12 @@ def standardized_targets(frame: DataFrame, targets: list[WindowTarget]) -> Colum
     return F.array(*[column.cast("float") for column in scaled])
 
 
+def _write_no_pairs(spark: SparkSession, warehouse: Warehouse, database: str, snapshot: dt.date) -> None:
+    """Empty the snapshot's pairs, so that a rerun never trains on an earlier run's."""
+    empty = spark.createDataFrame([], PRETEXT_SCHEMA).withColumn(SNAPSHOT_COLUMN, F.lit(snapshot))
+    warehouse.write_snapshot(empty, database, PRETEXT_TABLE, snapshot)
+
+
 def write_pretext(
     spark: SparkSession,
     warehouse: Warehouse,
@@ -176,8 +182,7 @@ def write_pretext(
     window_days = config.train.forecast.window_days
     if window_days == 0:
         if warehouse.exists(database, PRETEXT_TABLE):
-            empty = spark.createDataFrame([], PRETEXT_SCHEMA).withColumn(SNAPSHOT_COLUMN, F.lit(snapshot))
-            warehouse.write_snapshot(empty, database, PRETEXT_TABLE, snapshot)
+            _write_no_pairs(spark, warehouse, database, snapshot)
         return None
     cutoff = pretext_cutoff(snapshot, window_days)
     earlier_settings = dataclasses.replace(settings, snapshot=cutoff)
@@ -208,8 +213,7 @@ def write_pretext(
                 "or set it to 0 to silence this",
                 window_days, inputs.transactions_label, cutoff, snapshot,
             )  # fmt: skip
-            empty = spark.createDataFrame([], PRETEXT_SCHEMA).withColumn(SNAPSHOT_COLUMN, F.lit(snapshot))
-            warehouse.write_snapshot(empty, database, PRETEXT_TABLE, snapshot)
+            _write_no_pairs(spark, warehouse, database, snapshot)
             return PretextResult(cutoff, 0, [])
         pairs = valued.select(
             "customer_id",

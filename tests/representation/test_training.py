@@ -29,12 +29,19 @@ from seglib.contract.tables import FEATURES_TABLE, PRETEXT_INPUT_COLUMN, PRETEXT
 from seglib.contract.uris import join_uri, resolve_uri
 from seglib.features.stage import features, load_feature_metadata
 from seglib.platform.files import FsspecFiles
+from seglib.platform.warehouse import Warehouse
 from seglib.representation.embedding import embed
 from seglib.representation.launchers import HorovodSparkLauncher
 from seglib.representation.model_store import read_model_metadata, read_model_payload
 from seglib.representation.models import AutoencoderSpec, deserialize
 from seglib.representation.rank_loop import TrainingPlan, choose_precision, train_rank
-from seglib.representation.stage import checkpoint_location, plan_training, raise_rank_failures, train
+from seglib.representation.stage import (
+    checkpoint_location,
+    forecast_rows,
+    plan_training,
+    raise_rank_failures,
+    train,
+)
 from seglib.synthetic.generator import generate
 from tests.conftest import horovod_ranks, suite_config
 
@@ -169,7 +176,11 @@ def test_a_killed_worker_fails_the_run_clearly_and_the_next_run_resumes_from_its
     # Small batches and no early stopping make the run long enough to be killed half-way. float16 with
     # loss scaling (what older GPUs get) runs here on CPUs too: the scaler's state must survive a resume.
     config = with_train(config, batch_size=4, epochs=24, patience=100, precision="float16")
-    plan = plan_training(config, load_feature_metadata(spark, Artifacts.from_config(config)).dimension, 360)
+    dimension = load_feature_metadata(spark, Artifacts.from_config(config)).dimension
+    features_table = spark.table(f"{config.storage.database}.{FEATURES_TABLE}")
+    _, targets = forecast_rows(Warehouse.from_config(spark, config), config, features_table, dimension)
+    assert targets > 0  # the default forecast task rides in the rows that are checkpointed and resumed
+    plan = plan_training(config, dimension, 360, targets)
     location = checkpoint_location(
         Artifacts.from_config(config),
         config.features.snapshot_date,
