@@ -33,6 +33,7 @@ from seglib.contract.tables import (
 from seglib.features.assembly import build_features
 from seglib.features.preprocessing import apply_preprocessing
 from seglib.features.spec import FeatureSettings, count_if, safe_ratio
+from seglib.features.transactions import basket_key, returned_line
 from seglib.inputs.sources import InputTables
 from seglib.inputs.validation import end_of_day
 from seglib.platform.warehouse import Warehouse
@@ -78,10 +79,8 @@ def _window_aggregates(
     columns: list[str], settings: FeatureSettings
 ) -> tuple[list[Column], list[WindowTarget]]:
     """Per-customer sums over the window's lines, and the targets built from them."""
-    purchase = F.col("amount") >= 0
-    if "is_return" in columns:
-        purchase = purchase & ~F.coalesce(F.col("is_return"), F.lit(False))
-    basket = F.col("order_id") if "order_id" in columns else F.col("timestamp").cast("string")
+    purchase = ~returned_line(columns)
+    basket = basket_key(columns)
     spend = F.when(purchase, F.col("amount")).otherwise(F.lit(0.0))
     sums: list[Column] = [
         F.sum(spend).alias("_spend"),

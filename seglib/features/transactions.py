@@ -129,13 +129,24 @@ def transaction_features(transactions: DataFrame, settings: FeatureSettings) -> 
     return totals.select("customer_id", *[output[name].cast("double").alias(name) for name in names])
 
 
+def returned_line(columns: list[str]) -> Column:
+    """A line that is a return: a negative amount, or flagged by the is_return column."""
+    returned = F.col("amount") < 0
+    if "is_return" in columns:
+        returned = returned | F.coalesce(F.col("is_return"), F.lit(False))
+    return returned
+
+
+def basket_key(columns: list[str]) -> Column:
+    """The basket a line belongs to: its order id, or the lines bought at the same second."""
+    return F.col("order_id") if "order_id" in columns else F.col("timestamp").cast("string")
+
+
 def _visible_lines(transactions: DataFrame, settings: FeatureSettings) -> DataFrame:
     """Lines before the cut-off with their return flag, signed amount, age in days and basket key,
     partitioned by customer (the one shuffle)."""
     columns = transactions.columns
-    returned = F.col("amount") < 0
-    if "is_return" in columns:
-        returned = returned | F.coalesce(F.col("is_return"), F.lit(False))
+    returned = returned_line(columns)
     return (
         transactions.where(F.col("timestamp") < F.lit(settings.cutoff))
         .select(
@@ -143,9 +154,7 @@ def _visible_lines(transactions: DataFrame, settings: FeatureSettings) -> DataFr
             returned.alias("_return"),
             F.when(returned, -F.abs(F.col("amount"))).otherwise(F.col("amount")).alias("_signed"),
             F.datediff(F.lit(settings.snapshot), F.to_date("timestamp")).alias("_age"),
-            (F.col("order_id") if "order_id" in columns else F.col("timestamp").cast("string")).alias(
-                "_basket"
-            ),
+            basket_key(columns).alias("_basket"),
         )
         .repartition("customer_id")
     )
