@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pyspark.sql import DataFrame
 
+from seglib.contract.errors import UnsafeWriteError
 from seglib.contract.tables import FEATURE_VECTOR_COLUMN, PRETEXT_INPUT_COLUMN, PRETEXT_TARGET_COLUMN
 from seglib.features.stage import features
 from seglib.platform.warehouse import Warehouse
@@ -146,3 +147,16 @@ def test_a_window_longer_than_the_history_leaves_training_to_the_reconstruction_
         Warehouse.from_config(spark, config), config, spark.table("seg_pretext_long.customer_features"), 4
     )
     assert packed is None and targets == 0
+
+
+def test_a_pretext_table_seglib_did_not_create_is_never_written(spark, purchases, tmp_path):
+    config = config_of(tmp_path, "seg_pretext_theirs", "train.forecast.window_days=30")
+    theirs = tmp_path / "their_pretext"
+    spark.createDataFrame([("x", 1.0)], "customer_id string, value double").write.parquet(str(theirs))
+    spark.sql("CREATE DATABASE IF NOT EXISTS seg_pretext_theirs")
+    spark.sql(f"CREATE TABLE seg_pretext_theirs.forecast_pretext USING parquet LOCATION '{theirs}'")
+
+    with pytest.raises(UnsafeWriteError, match="that seglib did not create"):
+        features(spark, config, frames={"transactions": purchases})
+
+    assert [tuple(row) for row in spark.read.parquet(str(theirs)).collect()] == [("x", 1.0)]
