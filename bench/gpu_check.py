@@ -108,7 +108,11 @@ def main() -> None:
 
         workers = torch.cuda.device_count()
         distributed = TrainingPlan(
-            **{**plan.__dict__, "steps_per_epoch": math.ceil(args.rows / (args.batch_size * workers))}
+            **{
+                **plan.__dict__,
+                "steps_per_epoch": math.ceil(args.rows / (args.batch_size * workers)),
+                "workers": workers,
+            }
         )
         results = HorovodSparkLauncher("cuda").run(train_rank, (distributed, converter, None, None), workers)
         raise_rank_failures(results)

@@ -43,7 +43,7 @@ from seglib.platform.session import open_session
 from seglib.representation.launchers import LAUNCHERS, HorovodSparkLauncher, raise_rank_failures
 from seglib.representation.models import AutoencoderSpec, build_model
 from seglib.representation.rank_loop import TrainingPlan
-from seglib.representation.stage import auto_batch_size
+from seglib.representation.stage import auto_batch_size, training_workers
 
 NAN = float("nan")
 
@@ -121,6 +121,7 @@ class Bench:
             seed=0,
             steps_per_epoch=math.ceil(rows / (batch * workers)),
             feature_column="features",
+            workers=workers,
             shard_cache_bytes=(4 << 30) if cache else 0,
             progress=False,
         )
@@ -253,11 +254,25 @@ def main() -> None:
 
     scaling = fastest("horovod, 2 workers") / fastest("horovod, 1 worker")
     print(f"scaling: 2 workers / 1 worker = {scaling:.2f} at batch {batch} (fastest epochs)")
+    # Below ~23k customers the product trains at batch 64, and on one process (min_rows_per_worker).
+    small_workers = training_workers(config.train, args.small_rows)
+    small_one, small_two = (
+        found.get((name, 64), (NAN, NAN))[0] for name in ("horovod, 1 worker", "horovod, 2 workers")
+    )
+    small_product = small_one if small_workers == 1 else small_two
+    print(
+        f"batch 64 (the product's batch below ~23k customers): the product trains {args.small_rows:,} rows on "
+        f"{small_workers} of num_proc={config.train.num_proc} workers; 2 workers / 1 worker = "
+        f"{small_two / small_one:.2f}"
+    )
     print(
         f"RESULT trainer_over_limit_1w={ratio('horovod, 1 worker'):.3f} "
         f"trainer_over_limit_2w={ratio('horovod, 2 workers'):.3f} scaling_2w_over_1w={scaling:.3f} "
         f"torch_distributor_over_limit_2w={ratio('torch_distributor, 2 workers'):.3f} "
-        f"default_batch={batch} limit_rows_per_s={run_limit.get(batch, NAN):.0f}"
+        f"default_batch={batch} default_workers={training_workers(config.train, args.rows)} "
+        f"limit_rows_per_s={run_limit.get(batch, NAN):.0f} "
+        f"batch64_product_over_limit={small_product / run_limit.get(64, NAN):.3f} "
+        f"batch64_2w_over_1w={small_two / small_one:.3f}"
     )
 
 

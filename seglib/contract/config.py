@@ -447,7 +447,16 @@ class TrainConfig(_Strict):
     launcher: Literal["horovod", "torch_distributor"] = Field(
         default="horovod", description="horovod.spark.run, or Spark's TorchDistributor (torch.distributed)."
     )
-    num_proc: int = Field(default=2, ge=1, description="Training processes (<= free Spark task slots).")
+    num_proc: int = Field(
+        default=2, ge=1, description="The most training processes (<= free Spark task slots, or GPUs)."
+    )
+    min_rows_per_worker: int = Field(
+        default=250_000,
+        ge=0,
+        description="Training rows each process must have: below num_proc x this, fewer processes train "
+        "(one below 2 x this), because on small data a second rank's per-step gradient exchange costs "
+        "more than its arithmetic saves (bench/train_throughput.py). 0 = always num_proc.",
+    )
     model: ModelKindName = Field(
         default="autoencoder", description="autoencoder, vae (variational) or idec (joint deep clustering)."
     )
@@ -461,10 +470,10 @@ class TrainConfig(_Strict):
         "sqrt(batch / 64); a number is used as given, with learning_rate as given.",
     )
     learning_rate: float = Field(
-        default=1e-3, gt=0, description="Per worker at a batch of 64 rows; scaled by num_proc."
+        default=1e-3, gt=0, description="Per worker at a batch of 64 rows; scaled by the training processes."
     )
     warmup_epochs: int = Field(
-        default=3, ge=0, description="Ramp from learning_rate to learning_rate x num_proc over these epochs."
+        default=3, ge=0, description="Ramp from learning_rate to learning_rate x processes over these epochs."
     )
     hidden_dims: list[int] = Field(default_factory=lambda: [64, 32])
     embedding_dim: int = Field(default=8, ge=1)

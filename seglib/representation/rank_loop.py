@@ -41,6 +41,7 @@ class TrainingPlan:
     seed: int
     steps_per_epoch: int  # the same on every rank, whatever its shard size: unequal counts deadlock allreduce
     feature_column: str
+    workers: int = 1  # the ranks the launcher starts
     warmup_epochs: int = 0
     patience: int = 10
     min_delta: float = 1e-4
@@ -423,7 +424,7 @@ class _Run:
         torch.manual_seed(plan.seed)
         self.device = choose_device(plan, group.local_rank)
         group.check_device(self.device)
-        self.threads = use_device(self.device, group.local_size)
+        self.threads = use_device(self.device, group.local_size, plan.batch_size)
         self.model = build_model(plan.spec).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=plan.learning_rate)
         bfloat16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -657,15 +658,15 @@ class _Run:
             files.delete(join_uri(uri, old))
 
 
-def use_device(device: Any, ranks_on_host: int) -> int:
-    """Make `device` this process's: a CPU rank takes its share of the host's cores as intra-op threads
-    (returned), a GPU rank its CUDA device (0 threads returned)."""
+def use_device(device: Any, ranks_on_host: int, batch_size: int) -> int:
+    """Make `device` this process's: a CPU rank takes its intra-op threads (`rank_threads`, returned),
+    a GPU rank its CUDA device (0 threads returned)."""
     import torch
 
     if device.type != "cpu":
         torch.cuda.set_device(device)
         return 0
-    threads = rank_threads(ranks_on_host)
+    threads = rank_threads(ranks_on_host, batch_size)
     torch.set_num_threads(threads)
     return threads
 
@@ -680,10 +681,22 @@ def ranks_sharing_host(host_keys: list[int], rank: int) -> int:
     return host_keys.count(host_keys[rank])
 
 
-def rank_threads(local_size: int) -> int:
-    """Intra-op threads of one CPU rank: the cores this process may run on, shared by the ranks on its
-    host. Not torch's default: Spark sets OMP_NUM_THREADS to spark.task.cpus (1) in its Python
-    workers, which left a lone rank on a many-core host with one thread."""
+# Below this many rows per step a CPU rank computes on one thread. A step's matrices are then too
+# small for a second thread to pay (2 cores, idle: batch 64 67k rows/s on one thread, 58-62k on two;
+# 512 and 1024 even; 2048 +10-40% for two), and OpenMP threads wait at every operation for the slowest
+# of them: when anything else on the host takes a core (a Spark task, the JVM, a second job), the
+# ranks' threads lose their turns and a step takes many times as long (the same model with one busy
+# process beside it: 9.5k rows/s on two threads against 65k on one at batch 64; at 4096, 70k against 700k).
+MULTITHREAD_MIN_BATCH = 2048
+
+
+def rank_threads(local_size: int, batch_size: int) -> int:
+    """Intra-op threads of one CPU rank: one for batches below `MULTITHREAD_MIN_BATCH`, else the cores
+    this process may run on, shared by the ranks on its host. Not torch's default: Spark sets
+    OMP_NUM_THREADS to spark.task.cpus (1) in its Python workers, which left a lone rank on a many-core
+    host with one thread at any batch."""
+    if batch_size < MULTITHREAD_MIN_BATCH:
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, local_size))
 

@@ -103,11 +103,24 @@ def batch_and_learning_rate(settings: TrainConfig, rows: int) -> tuple[int, floa
     return batch, settings.learning_rate * math.sqrt(batch / AUTO_BATCH_REFERENCE)
 
 
-def plan_training(config: SeglibConfig, input_dim: int, rows: int, forecast_targets: int = 0) -> TrainingPlan:
+def training_workers(settings: TrainConfig, rows: int) -> int:
+    """The ranks that train `rows` customers: `num_proc`, or fewer so that each has at least
+    `min_rows_per_worker` of them (at least one). A rank exchanges gradients with the others after every
+    step; on small data that exchange outweighs the arithmetic it shares (bench/train_throughput.py)."""
+    if settings.min_rows_per_worker == 0:
+        return settings.num_proc
+    return max(1, min(settings.num_proc, rows // settings.min_rows_per_worker))
+
+
+def plan_training(
+    config: SeglibConfig, input_dim: int, rows: int, forecast_targets: int = 0, workers: int | None = None
+) -> TrainingPlan:
+    """The plan for `rows` training rows on `workers` ranks (None: `training_workers` of the rows)."""
     settings = config.train
+    workers = training_workers(settings, rows) if workers is None else workers
     batch_size, learning_rate = batch_and_learning_rate(settings, rows)
     # Each rank takes this many steps per epoch; together they see about every row once.
-    steps = max(1, math.ceil(rows / (batch_size * settings.num_proc)))
+    steps = max(1, math.ceil(rows / (batch_size * workers)))
     is_idec = "idec" in MODEL_KINDS[settings.model].phases
     return TrainingPlan(
         spec=AutoencoderSpec(
@@ -127,6 +140,7 @@ def plan_training(config: SeglibConfig, input_dim: int, rows: int, forecast_targ
         seed=settings.seed,
         steps_per_epoch=steps,
         feature_column=FEATURE_VECTOR_COLUMN,
+        workers=workers,
         warmup_epochs=settings.warmup_epochs,
         patience=settings.patience,
         min_delta=settings.min_delta,
@@ -164,7 +178,11 @@ def latest_checkpoint(location: str) -> tuple[str, bytes] | None:
 
 
 def split_for_validation(
-    features: DataFrame, settings: TrainConfig, rows: int, training_rows: DataFrame | None = None
+    features: DataFrame,
+    settings: TrainConfig,
+    rows: int,
+    training_rows: DataFrame | None = None,
+    workers: int = 1,
 ) -> tuple[DataFrame, DataFrame | None]:
     """Hold out a share of customers, chosen by a hash of the id so the split is the same on a rerun.
 
@@ -173,7 +191,7 @@ def split_for_validation(
     training = training_rows if training_rows is not None else features
     fraction = min(settings.validation_fraction, settings.validation_max_rows / max(rows, 1))
     # Too few held-out rows would leave some workers without a Parquet row group to read.
-    if fraction * rows < 8 * settings.num_proc:
+    if fraction * rows < 8 * workers:
         return training.select(FEATURE_VECTOR_COLUMN), None
     bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(settings.seed)), F.lit(100_000))
     held_out = bucket < F.lit(int(fraction * 100_000))
@@ -273,7 +291,7 @@ def train(spark: SparkSession, config: SeglibConfig) -> TrainedModel:
         "training %s (%s) on %d customers x %d features (%d held out): %d workers, <= %d epochs of %d steps, "
         "batch %d",
         version, config.train.model, data.training_rows, data.plan.spec.input_dim,
-        data.rows - data.training_rows, config.train.num_proc, data.plan.epochs + data.plan.idec_epochs,
+        data.rows - data.training_rows, data.plan.workers, data.plan.epochs + data.plan.idec_epochs,
         data.plan.steps_per_epoch, data.plan.batch_size,
     )  # fmt: skip
     started = time.perf_counter()
@@ -315,9 +333,16 @@ def _training_data(spark: SparkSession, config: SeglibConfig, artifacts: Artifac
     features = snapshot_features.select("customer_id", FEATURE_VECTOR_COLUMN)
     rows, low, high = input_range(features)
     packed, targets = forecast_rows(warehouse, config, features, preprocessing.dimension)
-    training, validation = split_for_validation(features, config.train, rows, packed)
+    workers = training_workers(config.train, rows)
+    if workers < config.train.num_proc:
+        log.info(
+            "training on %d of train.num_proc=%d processes: %d customers, each process needs "
+            "train.min_rows_per_worker=%d (set it to 0 to always use num_proc)",
+            workers, config.train.num_proc, rows, config.train.min_rows_per_worker,
+        )  # fmt: skip
+    training, validation = split_for_validation(features, config.train, rows, packed, workers)
     counted = training.count()
-    plan = plan_training(config, preprocessing.dimension, counted, targets)
+    plan = plan_training(config, preprocessing.dimension, counted, targets, workers)
     location = checkpoint_location(artifacts, snapshot, plan, preprocessing_version)
     plan = dataclasses.replace(plan, checkpoint_uri=location)
     return _TrainingData(training, validation, rows, counted, plan, preprocessing, (low, high))
@@ -351,9 +376,10 @@ def _run_ranks(
     for session in (spark, SparkSession.builder.getOrCreate()):
         session.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, artifacts.cache_dir)
     # Several files per rank so that every shard gets row groups (Petastorm shards by row group).
-    train_converter = make_spark_converter(data.training.repartition(settings.num_proc * 4), dtype="float32")
+    workers = data.plan.workers
+    train_converter = make_spark_converter(data.training.repartition(workers * 4), dtype="float32")
     validation_converter = (
-        make_spark_converter(data.validation.repartition(settings.num_proc * 2), dtype="float32")
+        make_spark_converter(data.validation.repartition(workers * 2), dtype="float32")
         if data.validation is not None
         else None
     )
@@ -361,7 +387,7 @@ def _run_ranks(
     launcher = make_launcher(settings.device)
     try:
         results = launcher.run(
-            rank_function, (data.plan, train_converter, validation_converter, resume), settings.num_proc
+            rank_function, (data.plan, train_converter, validation_converter, resume), workers
         )
     except Exception as error:  # a rank died hard (killed, out of memory) rather than reporting back
         killed = " (exit code 137: a worker was killed, by the OS for memory or by the cluster manager)"
@@ -398,7 +424,7 @@ def _model_metadata(
         "rows": data.rows,
         "training_rows": data.training_rows,
         "validation_rows": data.rows - data.training_rows,
-        "workers": config.train.num_proc,
+        "workers": data.plan.workers,
         "launcher": config.train.launcher,
         "device": chief.device,
         "precision": chief.precision,

@@ -126,6 +126,7 @@ def test_the_whole_pipeline_runs_through_spark_submit_on_a_local_cluster_and_sur
             "--set", "run.stages=[features, train, embed, cluster, report]",
             "--set", "train.epochs=2",
             "--set", "train.num_proc=2",
+            "--set", "train.min_rows_per_worker=0",  # a rank on each executor, however few the customers
             "--set", "spark.shuffle_partitions=2",
             "--set", "cluster.k=4",
             "--set", "storage.database=seg_submitted",

@@ -203,11 +203,25 @@ def test_an_auto_batch_scales_the_learning_rate_by_its_square_root_and_a_fixed_o
     plan = plan_training(auto, input_dim=10, rows=1_000_000)
     assert (plan.batch_size, plan.learning_rate) == (4096, pytest.approx(0.002 * 8))
     assert plan.steps_per_epoch == 123  # ceil(1,000,000 / (4096 x 2 workers))
-    small = plan_training(auto, input_dim=10, rows=2_700)
-    assert (small.batch_size, small.learning_rate, small.steps_per_epoch) == (64, pytest.approx(0.002), 22)
+    small = plan_training(auto, input_dim=10, rows=2_700)  # one worker: far below min_rows_per_worker
+    assert (small.batch_size, small.learning_rate, small.steps_per_epoch, small.workers) == (
+        64, pytest.approx(0.002), 43, 1
+    )  # fmt: skip
+    assert plan_training(auto, input_dim=10, rows=2_700, workers=2).steps_per_epoch == 22
     fixed = load_config(None, ["train.batch_size=256", "train.learning_rate=0.002"])
     plan = plan_training(fixed, input_dim=10, rows=1_000_000)
     assert (plan.batch_size, plan.learning_rate) == (256, 0.002)
+
+
+def test_small_data_trains_on_fewer_processes_than_num_proc_until_each_has_its_share_of_rows():
+    from seglib.contract.config import load_config
+    from seglib.representation.stage import training_workers
+
+    settings = load_config(None, ["train.num_proc=4", "train.min_rows_per_worker=1000"]).train
+    rows = [0, 999, 1_000, 1_999, 2_000, 3_999, 4_000, 10**9]
+    assert [training_workers(settings, count) for count in rows] == [1, 1, 1, 1, 2, 3, 4, 4]
+    always = settings.model_copy(update={"min_rows_per_worker": 0})
+    assert {training_workers(always, count) for count in rows} == {4}
 
 
 def test_cpu_ranks_share_the_cores_this_process_may_use_whatever_spark_set_for_omp(monkeypatch):
@@ -217,7 +231,10 @@ def test_cpu_ranks_share_the_cores_this_process_may_use_whatever_spark_set_for_o
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a Spark Python worker runs with
-    assert [rank_threads(local_size) for local_size in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert [rank_threads(local_size, 4096) for local_size in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    # Small steps gain nothing from threads and lose much to a busy host: one thread whatever the cores.
+    assert {rank_threads(local_size, 64) for local_size in (1, 2, 3, 8, 16)} == {1}
+    assert rank_threads(1, 2047) == 1 and rank_threads(1, 2048) == 8
 
 
 def test_ranks_count_the_others_on_their_host_whatever_their_launcher_called_local():

@@ -54,8 +54,10 @@ FILE_SECONDS = 300
 def prepared(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     config = suite_config(
-        root, "seg_training", "generate.customers=400", "train.epochs=20", "train.warmup_epochs=1"
-    )
+        root, "seg_training", "generate.customers=400", "train.epochs=20", "train.warmup_epochs=1",
+        # What this file tests happens between ranks: two of them, however few the customers.
+        "train.min_rows_per_worker=0",
+    )  # fmt: skip
     generate(spark, config)
     features(spark, config)
     return config, root
@@ -112,8 +114,8 @@ def test_two_processes_follow_the_loss_curve_of_one_process(spark, prepared, two
         (root / "models" / "autoencoder" / two_process_run.version / "metadata.json").read_text()
     )
     assert metadata["workers"] == 2 and metadata["validation_rows"] > 0
-    # Both ranks run on this host and split its cores.
-    assert metadata["ranks_on_host"] == 2 and metadata["threads_per_rank"] == max(1, host_cores() // 2)
+    # Both ranks run on this host; at 64 rows per step each computes on one thread (rank_threads).
+    assert metadata["ranks_on_host"] == 2 and metadata["threads_per_rank"] == 1
     assert metadata["training_rows"] + metadata["validation_rows"] == 400
     assert [epoch["epoch"] for epoch in metadata["history"]] == list(range(1, config.train.epochs + 1))
     # The learning rate warms up from the per-worker rate to rate x workers in the first epoch.
@@ -276,7 +278,8 @@ def test_idec_with_the_forecast_task_pretrains_then_clusters_and_embeds_everyone
 
 def test_torch_distributor_launcher_trains_a_vae_tracks_it_in_mlflow_and_embeds(spark, prepared, caplog):
     config, root = prepared
-    config = with_train(config, launcher="torch_distributor", model="vae", epochs=4)
+    # Steps of 2,048 rows, where CPU ranks split the host's cores between them.
+    config = with_train(config, launcher="torch_distributor", model="vae", epochs=4, batch_size=2048)
     config = config.model_copy(
         update={"train": config.train.model_copy(update={"mlflow": MlflowConfig(enabled=True)})}
     )
@@ -286,7 +289,8 @@ def test_torch_distributor_launcher_trains_a_vae_tracks_it_in_mlflow_and_embeds(
     assert [len(epoch_log_lines(caplog, epoch)) for epoch in (1, 2, 3, 4)] == [1, 1, 1, 1]
     metadata = json.loads((root / "models" / "autoencoder" / trained.version / "metadata.json").read_text())
     assert metadata["launcher"] == "torch_distributor" and metadata["model"] == "vae"
-    # One torchrun per Spark task, each a local world of one, yet both ranks know they share the host.
+    # One torchrun per Spark task, each a local world of one, yet both ranks know they share the host
+    # and split its cores.
     assert metadata["ranks_on_host"] == 2 and metadata["threads_per_rank"] == max(1, host_cores() // 2)
     assert trained.version.startswith("vae-")
     assert [epoch["epoch"] for epoch in trained.history] == [1, 2, 3, 4]
