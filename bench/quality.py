@@ -53,22 +53,18 @@ SCENARIOS = {
 }
 
 
-def scores(clustered: DataFrame, truth: DataFrame) -> tuple[float, float]:
-    rows = clustered.join(truth, "customer_id").select("_cluster", "persona").collect()
-    personas, clusters = [row.persona for row in rows], [row._cluster for row in rows]
+def scores(labels: dict[str, int], truth: dict[str, str]) -> tuple[float, float]:
+    personas, clusters = [truth[customer] for customer in labels], list(labels.values())
     return adjusted_rand_score(personas, clusters), normalized_mutual_info_score(personas, clusters)
 
 
-def kmeans_labels(vectors: DataFrame, column: str, config: SeglibConfig) -> DataFrame:
-    """Labels computed now (cached): the next method's training rewrites customer_embeddings."""
-    labels = (
-        fit_clusters(vectors, column, config.cluster, int(config.cluster.k))
-        .transform(vectors)
-        .select("customer_id", "_cluster")
-        .cache()
-    )
-    labels.count()
-    return labels
+def kmeans_labels(vectors: DataFrame, column: str, config: SeglibConfig) -> dict[str, int]:
+    """Each customer's cluster, collected now. Not a cached DataFrame: the next method's training
+    rewrites customer_embeddings, and Spark then rebuilds a cached plan over that table from the new
+    rows, which scored one method's centres on the next method's embeddings."""
+    model = fit_clusters(vectors, column, config.cluster, int(config.cluster.k))
+    rows = model.transform(vectors).select("customer_id", "_cluster").collect()
+    return {row.customer_id: row._cluster for row in rows}
 
 
 def embeddings_of(  # type: ignore[no-untyped-def]
@@ -121,10 +117,13 @@ def main() -> None:
         spark = spark or open_session(config)
         generate(spark, config)
         features(spark, config)
-        truth = spark.table(f"{config.input.database}.{TRUTH_TABLE}").select(
-            F.col("customer_id").cast("string").alias("customer_id"), "persona"
-        )
-        personas = truth.select("persona").distinct().count()
+        truth = {
+            row.customer_id: row.persona
+            for row in spark.table(f"{config.input.database}.{TRUTH_TABLE}")
+            .select(F.col("customer_id").cast("string").alias("customer_id"), "persona")
+            .collect()
+        }
+        personas = len(set(truth.values()))
         config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"k": personas})})
         scaled = spark.table(f"{config.storage.database}.customer_features").select(
             "customer_id", array_to_vector("features").alias("vector")

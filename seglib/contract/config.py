@@ -477,6 +477,14 @@ class TrainConfig(_Strict):
     )
     hidden_dims: list[int] = Field(default_factory=lambda: [64, 32])
     embedding_dim: int = Field(default=8, ge=1)
+    members: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = Field(
+        default="auto",
+        description="Models trained side by side from their own random starts; each customer's embedding "
+        "is theirs side by side (members x embedding_dim values), the reconstruction their mean. One "
+        "training's latent space is one draw among many and k-means cuts it differently from the next "
+        "retrain's: several members give segments that retrains agree on. auto: 4 for autoencoder and "
+        "vae, 1 for idec (whose clustering phase fine-tunes one model's centres).",
+    )
     activation: Literal["gelu", "relu", "tanh", "elu"] = "gelu"
     batch_norm: bool = False
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -534,6 +542,15 @@ class TrainConfig(_Strict):
                 "float16 with loss scaling on older GPUs, float32 on CPUs), bfloat16, float16 or float32"
             )
         return data
+
+    @model_validator(mode="after")
+    def _one_idec_member(self) -> TrainConfig:
+        if self.model == "idec" and self.members not in ("auto", 1):
+            raise ValueError(
+                f"train.members is {self.members}, but idec fine-tunes the cluster centres of one model: "
+                "set train.members to 1 or auto, or train.model to autoencoder or vae"
+            )
+        return self
 
     @field_validator("hidden_dims")
     @classmethod

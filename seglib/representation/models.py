@@ -12,6 +12,7 @@ A new model kind is a `RepresentationModel` subclass (its `encode` and `training
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ class AutoencoderSpec:
     batch_norm: bool = False
     clusters: int = 0  # idec only: number of cluster centres
     forecast_targets: int = 0  # train.forecast: outputs of the forecast head (0: no head)
+    members: int = 1  # train.members: models of this spec trained side by side, embeddings concatenated
 
 
 def training_row_width(spec: AutoencoderSpec) -> int:
@@ -87,9 +89,13 @@ class RepresentationModel(nn.Module):
         """The embedding of each row."""
         return self.encoder(inputs)  # type: ignore[no-any-return]
 
+    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The model inputs reconstructed from embeddings."""
+        return self.decoder(embeddings)  # type: ignore[no-any-return]
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Reconstruction from the embedding (deterministic, also for a VAE)."""
-        return self.decoder(self.encode(inputs))  # type: ignore[no-any-return]
+        return self.decode(self.encode(inputs))
 
     def training_loss(
         self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
@@ -173,6 +179,52 @@ class IdecAutoencoder(RepresentationModel):
         return reconstruction + 0.0 * self.cluster_centers.sum(), reconstruction
 
 
+class Ensemble(RepresentationModel):
+    """`spec.members` models of one kind, each initialised from its own random draw and trained on the
+    same batches side by side; the embedding is theirs side by side, the reconstruction their mean.
+
+    One training lands in one of many equally good latent spaces, oriented and stretched as its random
+    start led it, and k-means cuts a continuum of customers differently in each: segments of two
+    retrains disagree. Averaging over members makes the distances between customers less a matter of
+    one draw (bench/real_logs.py: agreement between runs with other seeds)."""
+
+    def __init__(self, spec: AutoencoderSpec) -> None:
+        nn.Module.__init__(self)
+        self.spec = spec
+        member = dataclasses.replace(spec, members=1)
+        self.members = nn.ModuleList(build_model(member) for _ in range(spec.members))
+
+    def _members(self) -> list[RepresentationModel]:
+        return list(self.members)  # type: ignore[arg-type]
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member.encode(inputs) for member in self._members()], dim=1)
+
+    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
+        parts = embeddings.split(self.spec.embedding_dim, dim=1)
+        return torch.stack(
+            [member.decode(part) for member, part in zip(self._members(), parts, strict=True)]
+        ).mean(0)
+
+    def training_loss(
+        self, inputs: torch.Tensor, corruption: float, vae_beta: float, cluster_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = [
+            member.training_loss(inputs, corruption, vae_beta, cluster_weight) for member in self._members()
+        ]
+        return (
+            torch.stack([loss for loss, _ in losses]).mean(),
+            torch.stack([reconstruction for _, reconstruction in losses]).mean(),
+        )
+
+    def forecast_loss(
+        self, earlier: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.stack(
+            [member.forecast_loss(earlier, targets, weights) for member in self._members()]
+        ).mean()
+
+
 @dataclass(frozen=True)
 class ModelKind:
     """One kind of representation model: its module, the prefix of its version names (ae-20250131-...),
@@ -192,6 +244,8 @@ MODEL_KINDS: dict[str, ModelKind] = {
 
 
 def build_model(spec: AutoencoderSpec) -> RepresentationModel:
+    if spec.members > 1:
+        return Ensemble(spec)
     return MODEL_KINDS[spec.kind].module_class(spec)
 
 
@@ -238,7 +292,7 @@ def encode_and_decode(
     outside the range is still flagged novel."""
     clipped = torch.minimum(torch.maximum(inputs, bounds[0]), bounds[1]) if bounds is not None else inputs
     embeddings = model.encode(clipped)
-    reconstructions = model.decoder(embeddings)
+    reconstructions = model.decode(embeddings)
     return embeddings, reconstructions, (reconstructions - inputs).pow(2).mean(dim=1)
 
 

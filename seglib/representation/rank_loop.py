@@ -552,7 +552,7 @@ class _Run:
         with torch.no_grad():
             for part in self.validation.split(LOAD_BATCH_ROWS):
                 embeddings = self.model.encode(part)
-                squared_error += float(((self.model.decoder(embeddings) - part) ** 2).mean(dim=1).sum())
+                squared_error += float(((self.model.decode(embeddings) - part) ** 2).mean(dim=1).sum())
                 if self.state.phase == "idec":
                     assignments.append(
                         self._clustering_model().soft_assignments(embeddings).argmax(dim=1).cpu()

@@ -109,6 +109,59 @@ def test_inputs_outside_the_training_range_are_encoded_clipped_and_their_error_i
     assert not np.allclose(np.stack(unclipped["embedding"])[0], embedded[1])
 
 
+@pytest.mark.parametrize("kind", ["autoencoder", "vae"])
+def test_an_ensemble_embeds_with_its_members_side_by_side_and_reconstructs_with_their_mean(kind):
+    torch.manual_seed(5)
+    spec = AutoencoderSpec(
+        input_dim=6, hidden_dims=(8,), embedding_dim=2, kind=kind, members=3, forecast_targets=2
+    )
+    model = build_model(spec).eval()
+    members = list(model.members)
+    assert len(members) == 3 and all(member.spec.members == 1 for member in members)
+    # Each member starts from its own random draw.
+    first_layers = [member.encoder[0].weight for member in members]
+    assert not torch.allclose(first_layers[0], first_layers[1]) and not torch.allclose(
+        first_layers[1], first_layers[2]
+    )
+    inputs = torch.randn(7, 6)
+    with torch.no_grad():
+        embedding = model.encode(inputs)
+        assert embedding.shape == (7, 6)
+        torch.testing.assert_close(embedding[:, 2:4], members[1].encode(inputs))
+        expected = torch.stack([member(inputs) for member in members]).mean(0)
+        torch.testing.assert_close(model(inputs), expected)
+        torch.testing.assert_close(model.decode(embedding), expected)
+    # Training: the mean of the members' losses (clean inputs: no masking, no sampling noise here).
+    model.train()
+    loss, reconstruction = model.training_loss(inputs, 0.0, 0.0, 0.0)
+    member_losses = [member.training_loss(inputs, 0.0, 0.0, 0.0) for member in members]
+    if kind == "autoencoder":
+        torch.testing.assert_close(loss, torch.stack([value for value, _ in member_losses]).mean())
+        torch.testing.assert_close(reconstruction, torch.stack([value for _, value in member_losses]).mean())
+    earlier, targets, weights = torch.randn(7, 6), torch.randn(7, 2), torch.ones(7)
+    torch.testing.assert_close(
+        model.forecast_loss(earlier, targets, weights),
+        torch.stack([member.forecast_loss(earlier, targets, weights) for member in members]).mean(),
+    )
+    copy = deserialize(serialize(model))
+    with torch.no_grad():
+        torch.testing.assert_close(copy.encode(inputs), model.eval().encode(inputs))
+        torch.testing.assert_close(copy(inputs), model(inputs))
+
+
+def test_members_auto_trains_four_autoencoders_and_one_idec_which_refuses_more():
+    from seglib.contract.config import load_config
+    from seglib.contract.errors import ConfigError
+    from seglib.representation.stage import model_members, plan_training
+
+    assert model_members(load_config(None, []).train) == 4
+    assert model_members(load_config(None, ["train.model=idec", "cluster.k=4"]).train) == 1
+    assert model_members(load_config(None, ["train.members=2"]).train) == 2
+    assert plan_training(load_config(None, []), input_dim=10, rows=1_000).spec.members == 4
+    with pytest.raises(ConfigError, match=r"train.members is 3, but idec .* set train.members to 1 or auto"):
+        load_config(None, ["train.model=idec", "cluster.k=4", "train.members=3"])
+
+
 def test_layers_follow_activation_batch_norm_and_dropout_settings():
     spec = AutoencoderSpec(
         input_dim=6, hidden_dims=(5, 4), embedding_dim=2, dropout=0.2, activation="tanh", batch_norm=True
