@@ -38,6 +38,7 @@ from seglib.representation.rank_loop import TrainingPlan, choose_precision, trai
 from seglib.representation.stage import (
     checkpoint_location,
     forecast_rows,
+    model_members,
     plan_training,
     raise_rank_failures,
     train,
@@ -232,7 +233,8 @@ def assert_everyone_has_an_embedding(spark, config):
     embeddings = spark.table(f"{config.storage.database}.customer_embeddings")
     assert embeddings.count() == 400
     lengths = embeddings.select(F.size("embedding").alias("width")).distinct().collect()
-    assert [row.width for row in lengths] == [config.train.embedding_dim]
+    # Each member's embedding side by side (the idec test trains one member, the others four).
+    assert [row.width for row in lengths] == [config.train.embedding_dim * model_members(config.train)]
     values = np.array([row.embedding for row in embeddings.select("embedding").collect()])
     assert np.isfinite(values).all() and values.std(axis=0).min() > 0
 
