@@ -6,6 +6,9 @@ it depends on torch alone.
 - idec: an autoencoder plus learnable cluster centres in the embedding space, fine-tuned with the
   KL self-training loss of Guo et al. (2017) while keeping the reconstruction loss.
 
+With `spec.members` > 1, `build_model` returns an `Ensemble` of that many models of the kind, trained side
+by side; its embedding is theirs concatenated and its reconstruction their mean.
+
 A new model kind is a `RepresentationModel` subclass (its `encode` and `training_loss`), one entry in
 `MODEL_KINDS` (module, version prefix, training phases) and its name in `seglib.contract.config.ModelKindName`.
 """
@@ -69,8 +72,9 @@ def _stack(widths: list[int], spec: AutoencoderSpec) -> nn.Sequential:
 class RepresentationModel(nn.Module):
     """An encoder to the embedding and a decoder back; subclasses define the embedding and the loss.
 
-    Every kind keeps the attribute names `encoder` and `decoder` (and `cluster_centers` for idec), so
-    serialization, embedding and checkpoints are shared."""
+    Every kind keeps the attribute names `encoder` and `decoder` (and `cluster_centers` for idec);
+    training, embedding and scoring call `encode` and `decode`, which an `Ensemble` of several models
+    of one kind (`spec.members`) also answers, so serialization, embedding and checkpoints are shared."""
 
     def __init__(self, spec: AutoencoderSpec) -> None:
         super().__init__()
