@@ -124,6 +124,11 @@ def selection_chart(candidates: list[Row]) -> bytes:
     axes.plot(ks, [row["silhouette"] for row in candidates], marker="o", label="silhouette")
     axes.plot(ks, [row["prediction_strength"] for row in candidates], marker="s", label="prediction strength")
     axes.plot(ks, [row["smallest_share"] for row in candidates], marker="^", label="smallest segment share")
+    agreements = [row.asDict().get("member_agreement") for row in candidates]
+    if any(agreement is not None for agreement in agreements):  # a model of several members
+        axes.plot(
+            ks, [float("nan") if a is None else a for a in agreements], marker="D", label="member agreement"
+        )
     for row in candidates:
         if row["chosen"]:
             axes.axvline(row["k"], color="grey", linestyle="--")

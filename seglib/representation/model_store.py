@@ -52,6 +52,13 @@ def model_preprocessing_version(spark: SparkSession, artifacts: Artifacts, versi
     return str(preprocessing["version"])
 
 
+def model_member_count(spark: SparkSession, artifacts: Artifacts, version: str) -> int:
+    """How many members' embeddings lie side by side in the model's embedding (1 for models saved before
+    `train.members`)."""
+    spec = read_model_metadata(spark, artifacts, version).get("plan", {}).get("spec", {})
+    return int(spec.get("members", 1))
+
+
 def read_model_payload(spark: SparkSession, artifacts: Artifacts, version: str) -> bytes:
     return HadoopFiles(spark).read_bytes(artifacts.model_weights(version))
 

@@ -1,8 +1,11 @@
 """Choosing the number of segments: every k of the configured range scored on one sample by silhouette,
-smallest segment and prediction strength (segments that reproduce on independent halves)."""
+smallest segment, prediction strength (segments that reproduce on independent halves of the customers)
+and, for a model of several members, member agreement (segments that reproduce on independent halves of
+the model)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +78,7 @@ class Candidate:
     prediction_strength: float
     eligible: bool
     note: str
+    member_agreement: float | None = None  # None: a one-member model, or an algorithm without a local fit
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,15 @@ class Selection:
     reason: str
 
     def format(self) -> str:
-        lines = [f"{'k':>3}  {'silhouette':>10}  {'smallest':>8}  {'pred.strength':>13}  choice"]
+        lines = [
+            f"{'k':>3}  {'silhouette':>10}  {'smallest':>8}  {'pred.strength':>13}  {'members':>7}  choice"
+        ]
         for candidate in self.candidates:
             mark = "<- chosen" if candidate.k == self.k else candidate.note
+            agreement = "-" if candidate.member_agreement is None else f"{candidate.member_agreement:.3f}"
             lines.append(
                 f"{candidate.k:>3}  {candidate.silhouette:>10.3f}  {candidate.smallest_share:>8.1%}  "
-                f"{candidate.prediction_strength:>13.3f}  {mark}"
+                f"{candidate.prediction_strength:>13.3f}  {agreement:>7}  {mark}"
             )
         lines.append(f"chose k={self.k}: {self.reason}")
         return "\n".join(lines)
@@ -150,6 +157,50 @@ def _local_split_strength(
     return sum(strengths) / len(strengths)
 
 
+MEMBER_SPLITS = 3  # ways of halving the members, averaged: one halving alone swung by 0.4 between runs
+
+
+def member_halves(members: int) -> list[tuple[int, ...]]:
+    """Up to MEMBER_SPLITS different first halves of the members (each holds member 0, so no halving is
+    another's mirror image)."""
+    return [(0, *rest) for rest in itertools.combinations(range(1, members), members // 2 - 1)][
+        :MEMBER_SPLITS
+    ]
+
+
+def member_agreement(
+    points: np.ndarray, members: int, settings: ClusterConfig, k: int, restarts: int
+) -> float | None:
+    """Mean adjusted Rand index between k-means on one half of the members' embeddings and on the other.
+
+    A model of `members` members embeds every customer as its members' embeddings side by side, each from
+    its own random start. Segments found by both halves alike are a property of the customers; segments
+    on which they disagree are one draw of training among many, and a retrain would draw others. The
+    members are halved MEMBER_SPLITS ways and the agreements averaged. Measured on the real-log bench (two
+    runs of four members, one halving, per k): the halves' agreement and the runs' rose and fell together
+    (CDNOW k 2-6: halves 0.77-0.97, runs 0.92-0.97; CDNOW k 7-8 and the Complete Journey k 4-8: halves
+    mostly 0.36-0.69, runs 0.38-0.63), the halves reading lower than whole models, which average twice as
+    many members; one halving once read 0.93 where the runs agreed at 0.63, hence several. None for one
+    member."""
+    if members < 2 or points.shape[1] % members:
+        return None
+    local_fit = ALGORITHMS[settings.algorithm].local_fit
+    assert local_fit is not None
+    columns = np.arange(points.shape[1]).reshape(members, -1)
+    agreements = []
+    for first in member_halves(members):
+        second = [member for member in range(members) if member not in first]
+        labels = []
+        for half in (points[:, columns[list(first)].ravel()], points[:, columns[second].ravel()]):
+            centers = local_fit(half, k, settings.seed, restarts, settings.max_iter)
+            labels.append(squared_distances(half, centers).argmin(axis=1))
+        pairs, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
+        agreements.append(
+            adjusted_rand_index({(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)})
+        )
+    return sum(agreements) / len(agreements)
+
+
 def squared_euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
     """The silhouette Spark's ClusteringEvaluator reports (squared Euclidean distance), computed on a
     driver-side sample: each point's mean squared distance to a cluster follows from the cluster's
@@ -185,6 +236,7 @@ def _score_candidate(
     settings: ClusterConfig,
     k: int,
     restarts: int,
+    members: int,
 ) -> Candidate:
     selection = settings.selection
     local_fit = ALGORITHMS[settings.algorithm].local_fit
@@ -212,6 +264,11 @@ def _score_candidate(
         for split in range(selection.splits)
     ]
     strength = sum(strengths) / len(strengths)
+    agreement = (
+        member_agreement(points, members, settings, k, restarts)
+        if points is not None and local_fit is not None
+        else None
+    )
     problems = []
     if smallest < selection.min_segment_share:
         problems.append(f"a segment holds {smallest:.1%} < {selection.min_segment_share:.1%}")
@@ -219,24 +276,35 @@ def _score_candidate(
         problems.append(f"prediction strength {strength:.2f} < {selection.min_prediction_strength:.2f}")
     if silhouette < selection.min_silhouette:
         problems.append(f"silhouette {silhouette:.2f} < {selection.min_silhouette:.2f}")
+    least_agreement = selection.min_member_agreement
+    if agreement is not None and least_agreement is not None and agreement < least_agreement:
+        problems.append(f"member agreement {agreement:.2f} < {least_agreement:.2f}")
     log.info(
-        "k=%d: silhouette %.3f, smallest segment %.1f%%, prediction strength %.3f",
+        "k=%d: silhouette %.3f, smallest segment %.1f%%, prediction strength %.3f, member agreement %s",
         k,
         silhouette,
         100 * smallest,
         strength,
+        "-" if agreement is None else f"{agreement:.3f}",
     )
-    return Candidate(k, silhouette, smallest, strength, not problems, "; ".join(problems) or "eligible")
+    return Candidate(
+        k, silhouette, smallest, strength, not problems, "; ".join(problems) or "eligible", agreement
+    )
 
 
-def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) -> Selection:
-    """Score every k of the range on one sample: silhouette, smallest segment, prediction strength.
+def select_k(
+    vectors: DataFrame, features_column: str, settings: ClusterConfig, members: int = 1
+) -> Selection:
+    """Score every k of the range on one sample: silhouette, smallest segment, prediction strength and,
+    for vectors that are `members` members' embeddings side by side, member agreement.
 
     The choice is the largest k that passes every bar: each segment holds at least `min_segment_share`
     of customers, the segments reproduce on independent halves of the sample (prediction strength at
-    least `min_prediction_strength`) and there is clustered structure (silhouette at least
-    `min_silhouette`). Largest, because the bars reject a k that splits real groups, while a k that
-    merges two real groups passes them and usually scores a *higher* silhouette (measured on the
+    least `min_prediction_strength`), there is clustered structure (silhouette at least
+    `min_silhouette`) and, where `min_member_agreement` is set, the segments do not depend on training's
+    random start (member agreement at least that; k-means). Largest, because the bars reject a k that
+    splits real groups, while a k that merges two real groups passes them and usually scores a *higher*
+    silhouette (measured on the
     generated personas: silhouette alone chose 4 for 5 personas in two of four trainings). When no k
     passes, the highest silhouette of all, with the reason saying so.
     """
@@ -262,7 +330,7 @@ def select_k(vectors: DataFrame, features_column: str, settings: ClusterConfig) 
     with ThreadPoolExecutor(max_workers=4) as pool:
         candidates = list(
             pool.map(
-                lambda k: _score_candidate(sample, points, features_column, settings, k, restarts),
+                lambda k: _score_candidate(sample, points, features_column, settings, k, restarts, members),
                 range(selection.k_min, selection.k_max + 1),
             )
         )
@@ -277,10 +345,16 @@ def choose_k(candidates: list[Candidate], selection: SelectionConfig) -> Selecti
     chosen) was measured on the real-log bench and dropped: CDNOW k 3/2 instead of 7/5, agreement
     between seeds 0.23 instead of 0.61, mean eta squared 0.213 instead of 0.253."""
     eligible = [candidate for candidate in candidates if candidate.eligible]
-    bars = (
-        f"every segment >= {selection.min_segment_share:.1%} of customers, prediction strength >= "
-        f"{selection.min_prediction_strength:.2f} and silhouette >= {selection.min_silhouette:.2f}"
-    )
+    requirements = [
+        f"every segment >= {selection.min_segment_share:.1%} of customers",
+        f"prediction strength >= {selection.min_prediction_strength:.2f}",
+        f"silhouette >= {selection.min_silhouette:.2f}",
+    ]
+    if selection.min_member_agreement is not None and any(
+        candidate.member_agreement is not None for candidate in candidates
+    ):
+        requirements.append(f"member agreement >= {selection.min_member_agreement:.2f}")
+    bars = ", ".join(requirements[:-1]) + " and " + requirements[-1]
     if eligible:
         best = max(eligible, key=lambda candidate: candidate.k)
         reason = (

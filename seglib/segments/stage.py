@@ -40,7 +40,7 @@ from seglib.contract.tables import (
 )
 from seglib.features.preprocessing import load_feature_metadata
 from seglib.platform.warehouse import Warehouse
-from seglib.representation.model_store import model_preprocessing_version
+from seglib.representation.model_store import model_member_count, model_preprocessing_version
 from seglib.segments.algorithms import (
     PREDICTION,
     ClusteringModel,
@@ -253,7 +253,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     snapshot, database = config.features.snapshot_date, config.storage.database
     warehouse = Warehouse.from_config(spark, config)
     artifacts = Artifacts.from_config(config)
-    fit = _fit(warehouse, config)
+    fit = _fit(spark, warehouse, artifacts, config)
     described = _describe(spark, warehouse, artifacts, config, fit)
     stamp = run_columns(snapshot, fit.version)
     state, counts = _write_segments(spark, warehouse, artifacts, config, fit, described, stamp)
@@ -291,7 +291,7 @@ def cluster(spark: SparkSession, config: SeglibConfig) -> ClusterResult:
     return result
 
 
-def _fit(warehouse: Warehouse, config: SeglibConfig) -> _Fit:
+def _fit(spark: SparkSession, warehouse: Warehouse, artifacts: Artifacts, config: SeglibConfig) -> _Fit:
     """Choose k (or take cluster.k) and fit the algorithm on the customers below the novelty threshold."""
     snapshot, database, settings = config.features.snapshot_date, config.storage.database, config.cluster
     embeddings = warehouse.read_snapshot(database, EMBEDDINGS_TABLE, snapshot)
@@ -302,7 +302,9 @@ def _fit(warehouse: Warehouse, config: SeglibConfig) -> _Fit:
     threshold = novelty_threshold(vectors, ERROR_COLUMN, settings.novelty_quantile, settings.novelty_factor)
     typical = vectors.where(F.col(ERROR_COLUMN) <= F.lit(threshold))
     require_enough_customers(typical.count(), settings, f"{database}.{EMBEDDINGS_TABLE}", snapshot)
-    selection = select_k(typical, VECTOR_COLUMN, settings) if settings.k == "auto" else None
+    # Member agreement applies to the embedding, where each member's embedding has its own columns.
+    members = model_member_count(spark, artifacts, version) if space == "embedding" else 1
+    selection = select_k(typical, VECTOR_COLUMN, settings, members) if settings.k == "auto" else None
     k = selection.k if selection is not None else int(settings.k)
     if selection is not None:
         log.info("k selection:\n%s", selection.format())
@@ -448,7 +450,7 @@ def _write_selection(
         spark.createDataFrame(
             selection.as_rows() if selection is not None else [],
             "k int, silhouette double, smallest_share double, prediction_strength double, eligible boolean, "
-            "note string, chosen boolean",
+            "note string, chosen boolean, member_agreement double",
         ).select("*", *stamp),
         database,
         SELECTION_TABLE,

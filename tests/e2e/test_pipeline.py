@@ -361,6 +361,8 @@ def test_automatic_k_picks_the_number_of_planted_personas(spark, pipeline_run):
     assert all(not candidates[k]["eligible"] for k in range(6, 9))
     assert all(candidates[k]["prediction_strength"] < 0.9 for k in range(6, 9))
     assert candidates[5]["prediction_strength"] >= 0.9
+    # The four members' halves find the planted personas alike (the model's embedding is 4 x 8 wide).
+    assert candidates[5]["member_agreement"] >= 0.7
     assert report.clustering.selection is not None and report.clustering.selection.k == 5
 
 

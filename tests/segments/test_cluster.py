@@ -369,6 +369,60 @@ def test_surrogate_tree_explains_more_than_a_hundred_segments(spark):
     assert 0.0 <= surrogate.fidelity <= 1.0
 
 
+def test_k_selection_rejects_a_k_on_which_the_models_members_disagree(spark):
+    generator = random.Random(11)
+    rows = []
+    for index in range(600):
+        group, side = index % 3, (index // 3) % 2
+        # Both members place the three groups apart; only the first also splits each group in two.
+        first = [10.0 * group + 3.0 * side, 0.0, 0.0]
+        second = [0.0, 10.0 * group, 0.0]
+        rows.append((f"c{index}", [value + generator.gauss(0, 0.5) for value in first + second]))
+    vectors = spark.createDataFrame(rows, "customer_id string, embedding array<double>").select(
+        "customer_id", array_to_vector("embedding").alias("v")
+    )
+    settings = ClusterConfig.model_validate(
+        {"restarts": 3, "selection": {"k_min": 2, "k_max": 6, "splits": 1, "min_segment_share": 0.1}}
+    )
+    # Read as one model, the six groups are clear and reproducible.
+    alone = select_k(vectors, "v", settings)
+    assert alone.k == 6 and all(candidate.member_agreement is None for candidate in alone.candidates)
+    # Read as two members, the second never sees the split: six segments are one member's draw.
+    reported = select_k(vectors, "v", settings, members=2)
+    assert reported.k == 6 and "member agreement" not in reported.reason  # reported, not a bar
+    barred = settings.model_copy(
+        update={"selection": settings.selection.model_copy(update={"min_member_agreement": 0.7})}
+    )
+    members = select_k(vectors, "v", barred, members=2)
+    assert [c.member_agreement for c in members.candidates] == [
+        c.member_agreement for c in reported.candidates
+    ]
+    by_k = {candidate.k: candidate for candidate in members.candidates}
+    assert members.k == max(candidate.k for candidate in members.candidates if candidate.eligible) < 6
+    assert by_k[3].member_agreement == pytest.approx(1.0)
+    assert by_k[6].member_agreement is not None and by_k[6].member_agreement < 0.7
+    assert not by_k[6].eligible and "member agreement" in by_k[6].note
+    assert by_k[6].prediction_strength > 0.9  # the split itself reproduces on halves of the customers
+    assert "member agreement >= 0.70" in members.reason
+    assert f"{by_k[6].member_agreement:.3f}" in members.format()
+    from pyspark.sql import Row
+
+    from seglib.reporting.stage import selection_chart
+
+    chart = selection_chart([Row(**row) for row in members.as_rows()])
+    assert chart[:8] == b"\x89PNG\r\n\x1a\n" and len(chart) > 10_000
+
+
+def test_members_are_halved_several_ways_without_mirror_images():
+    from seglib.segments.selection import MEMBER_SPLITS, member_halves
+
+    assert member_halves(2) == [(0,)] and member_halves(3) == [(0,)]
+    assert member_halves(4) == [(0, 1), (0, 2), (0, 3)]  # every halving of four, each once
+    halves = member_halves(8)
+    assert len(halves) == MEMBER_SPLITS and len(set(halves)) == MEMBER_SPLITS
+    assert all(len(half) == 4 and half[0] == 0 for half in halves)
+
+
 def test_the_largest_eligible_k_is_chosen_even_after_failing_candidates():
     from seglib.contract.config import SelectionConfig
     from seglib.segments.selection import Candidate, choose_k
