@@ -229,6 +229,23 @@ def squared_euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> floa
     return float(np.where(alone, 0.0, scores).mean())
 
 
+def _failed_bars(
+    selection: SelectionConfig, smallest: float, strength: float, silhouette: float, agreement: float | None
+) -> list[str]:
+    """Why a candidate is rejected: one phrase per bar it fails (none: eligible)."""
+    problems = []
+    if smallest < selection.min_segment_share:
+        problems.append(f"a segment holds {smallest:.1%} < {selection.min_segment_share:.1%}")
+    if strength < selection.min_prediction_strength:
+        problems.append(f"prediction strength {strength:.2f} < {selection.min_prediction_strength:.2f}")
+    if silhouette < selection.min_silhouette:
+        problems.append(f"silhouette {silhouette:.2f} < {selection.min_silhouette:.2f}")
+    least_agreement = selection.min_member_agreement
+    if agreement is not None and least_agreement is not None and agreement < least_agreement:
+        problems.append(f"member agreement {agreement:.2f} < {least_agreement:.2f}")
+    return problems
+
+
 def _score_candidate(
     sample: DataFrame,
     points: np.ndarray | None,
@@ -269,16 +286,7 @@ def _score_candidate(
         if points is not None and local_fit is not None
         else None
     )
-    problems = []
-    if smallest < selection.min_segment_share:
-        problems.append(f"a segment holds {smallest:.1%} < {selection.min_segment_share:.1%}")
-    if strength < selection.min_prediction_strength:
-        problems.append(f"prediction strength {strength:.2f} < {selection.min_prediction_strength:.2f}")
-    if silhouette < selection.min_silhouette:
-        problems.append(f"silhouette {silhouette:.2f} < {selection.min_silhouette:.2f}")
-    least_agreement = selection.min_member_agreement
-    if agreement is not None and least_agreement is not None and agreement < least_agreement:
-        problems.append(f"member agreement {agreement:.2f} < {least_agreement:.2f}")
+    problems = _failed_bars(selection, smallest, strength, silhouette, agreement)
     log.info(
         "k=%d: silhouette %.3f, smallest segment %.1f%%, prediction strength %.3f, member agreement %s",
         k,
