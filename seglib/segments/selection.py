@@ -53,6 +53,12 @@ def contingency(frame: DataFrame, left: str, right: str) -> dict[tuple[Any, Any]
     return {(row[0], row[1]): int(row[2]) for row in frame.groupBy(left, right).count().collect()}
 
 
+def label_contingency(left: np.ndarray, right: np.ndarray) -> dict[tuple[int, int], int]:
+    """`contingency` of two label arrays on the driver: customers per (left, right) label pair."""
+    pairs, counts = np.unique(np.stack([left, right], axis=1), axis=0, return_counts=True)
+    return {(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)}
+
+
 def prediction_strength(counts: Mapping[tuple[Any, Any], int]) -> float:
     """Tibshirani and Walther's prediction strength from a contingency table {(own, predicted):
     customers} of a test half: for each cluster fitted on the test half, the share of its pairs of
@@ -150,10 +156,7 @@ def _local_split_strength(
     for test, other in ((0, 1), (1, 0)):
         own = squared_distances(halves[test], centers[test]).argmin(axis=1)
         predicted = squared_distances(halves[test], centers[other]).argmin(axis=1)
-        pairs, counts = np.unique(np.stack([own, predicted], axis=1), axis=0, return_counts=True)
-        strengths.append(
-            prediction_strength({(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)})
-        )
+        strengths.append(prediction_strength(label_contingency(own, predicted)))
     return sum(strengths) / len(strengths)
 
 
@@ -194,10 +197,7 @@ def member_agreement(
         for half in (points[:, columns[list(first)].ravel()], points[:, columns[second].ravel()]):
             centers = local_fit(half, k, settings.seed, restarts, settings.max_iter)
             labels.append(squared_distances(half, centers).argmin(axis=1))
-        pairs, counts = np.unique(np.stack(labels, axis=1), axis=0, return_counts=True)
-        agreements.append(
-            adjusted_rand_index({(int(a), int(b)): int(n) for (a, b), n in zip(pairs, counts, strict=True)})
-        )
+        agreements.append(adjusted_rand_index(label_contingency(*labels)))
     return sum(agreements) / len(agreements)
 
 
