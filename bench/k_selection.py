@@ -61,7 +61,7 @@ def main() -> None:
     for way, local_points in (("spark", None), ("driver", collected)):
         started = time.perf_counter()
         candidates[way] = [
-            _score_candidate(sample, local_points, "v", settings, k, settings.restarts) for k in ks
+            _score_candidate(sample, local_points, "v", settings, k, settings.restarts, 1) for k in ks
         ]
         seconds[way] = time.perf_counter() - started
         eligible = [candidate.k for candidate in candidates[way] if candidate.eligible]

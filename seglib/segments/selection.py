@@ -5,8 +5,10 @@ the model)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -16,6 +18,7 @@ import numpy as np
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from threadpoolctl import threadpool_limits
 
 from seglib.contract.config import ClusterConfig, SelectionConfig
 from seglib.numerics.local_kmeans import membership, squared_distances
@@ -324,25 +327,50 @@ def select_k(
     # Dozens of small fits follow, each a Spark job per iteration: a few even partitions keep the
     # per-task overhead down (the table may arrive in many small files).
     sample = sample.repartition(vectors.sparkSession.sparkContext.defaultParallelism).cache()
-    restarts = settings.restarts
     # k-means candidates and their halves are scored on the driver (_score_candidate); bounded sample.
     points = (
         np.array([row[0].toArray() for row in sample.collect()], dtype=np.float64)
         if ALGORITHMS[settings.algorithm].local_fit is not None
         else None
     )
-    # The candidates are independent. For k-means they are scored on the driver (numpy releases the
-    # GIL in its larger operations); for the other algorithms each runs many tiny Spark jobs, and scoring
-    # a few at once keeps the executors busy while the driver schedules.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        candidates = list(
-            pool.map(
-                lambda k: _score_candidate(sample, points, features_column, settings, k, restarts, members),
-                range(selection.k_min, selection.k_max + 1),
-            )
-        )
+    candidates = score_candidates(sample, points, features_column, settings, members)
     sample.unpersist()
     return choose_k(candidates, selection)
+
+
+def score_candidates(
+    sample: DataFrame,
+    points: np.ndarray | None,
+    features_column: str,
+    settings: ClusterConfig,
+    members: int,
+    threads: int | None = None,
+    one_blas_thread: bool = True,
+) -> list[Candidate]:
+    """Every k of the range scored side by side: on the driver-side `points` where the algorithm has a
+    local fit, else by Spark fits of `sample`. `threads` and `one_blas_thread` are for bench/ to compare
+    the former settings (four threads, BLAS's own threads on top); callers leave them.
+
+    The candidates are independent. For k-means they are scored on the driver (numpy releases the GIL in
+    its larger operations): one thread per core, each on one BLAS thread. With BLAS's own threads on top
+    (one per core) every core ran several spinning threads; bench/selection_threads.py (2 cores, 8,000
+    customers x 32 values, two runs): 1.8-1.9x faster on an idle host, 8-11x beside one busy process.
+    For the other algorithms each candidate runs many tiny Spark jobs, and scoring four at once keeps
+    the executors busy while the driver schedules."""
+    on_driver = points is not None and ALGORITHMS[settings.algorithm].local_fit is not None
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, min(4, cores)) if on_driver else 4
+    limit = threadpool_limits(limits=1, user_api="blas") if on_driver and one_blas_thread else None
+    with ThreadPoolExecutor(max_workers=threads) as pool, limit or contextlib.nullcontext():
+        return list(
+            pool.map(
+                lambda k: _score_candidate(
+                    sample, points, features_column, settings, k, settings.restarts, members
+                ),
+                range(settings.selection.k_min, settings.selection.k_max + 1),
+            )
+        )
 
 
 def choose_k(candidates: list[Candidate], selection: SelectionConfig) -> Selection:

@@ -16,6 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 from seglib.contract.config import ClusterConfig, SurrogateConfig
 from seglib.numerics.local_kmeans import best_local_kmeans, kmeans_plus_plus, local_kmeans, squared_distances
 from seglib.segments.algorithms import (
+    ALGORITHMS,
     _kmeans_model_with_centers,
     _lloyd_iterations,
     assignment_columns,
@@ -31,6 +32,7 @@ from seglib.segments.reference import bin_shares, decile_edges
 from seglib.segments.selection import (
     adjusted_rand_index,
     prediction_strength,
+    score_candidates,
     select_k,
     squared_euclidean_silhouette,
 )
@@ -173,6 +175,54 @@ def test_k_selection_finds_planted_clusters_that_silhouette_alone_would_merge(sp
 
     chart = selection_chart([Row(**row) for row in selection.as_rows()])
     assert chart[:8] == b"\x89PNG\r\n\x1a\n" and len(chart) > 10_000
+
+
+def test_candidates_on_the_driver_fit_on_one_blas_thread_each_and_spark_candidates_are_left_alone(
+    spark, monkeypatch
+):
+    """Side by side, each candidate's numpy fits run on one BLAS thread (several spinning BLAS threads
+    per core slowed selection 8-11x beside a busy process); BLAS gets its threads back afterwards, and
+    the scores are those of BLAS on its own threads."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> set[int]:
+        return {library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"}
+
+    before = blas_threads()
+    kmeans = ALGORITHMS["kmeans"]
+    seen: list[set[int]] = []
+
+    def recording_fit(*args, **kwargs):
+        seen.append(blas_threads())
+        return kmeans.local_fit(*args, **kwargs)
+
+    generator = np.random.default_rng(3)
+    # Three groups on a line, the first two nearer: k 2 merges those two in every half.
+    centres = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
+    points = np.repeat(centres, 100, axis=0) + generator.normal(size=(300, 3))
+    sample = spark.createDataFrame([(row.tolist(),) for row in points], "p array<double>").select(
+        array_to_vector("p").alias("v")
+    )
+    settings = ClusterConfig.model_validate(
+        {"restarts": 2, "selection": {"k_min": 2, "k_max": 4, "splits": 1}}
+    )
+    monkeypatch.setitem(ALGORITHMS, "kmeans", dataclasses.replace(kmeans, local_fit=recording_fit))
+    product = score_candidates(sample, points, "v", settings, members=1)
+    assert seen and all(threads == {1} for threads in seen)
+    assert blas_threads() == before
+    seen.clear()
+    former = score_candidates(sample, points, "v", settings, members=1, threads=4, one_blas_thread=False)
+    assert seen and all(threads == before for threads in seen)
+    assert (
+        [(c.k, c.eligible) for c in product]
+        == [(c.k, c.eligible) for c in former]
+        == [
+            (2, True),
+            (3, True),
+            (4, False),
+        ]
+    )
+    assert [c.silhouette for c in product] == pytest.approx([c.silhouette for c in former], abs=1e-9)
 
 
 def test_driver_side_silhouette_equals_spark_clustering_evaluator(spark):
