@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import subprocess
 import sys
 import time
+
+from seglib.platform.host import usable_cores
 
 
 def rows_per_second(threads: int, batch: int, rows: int) -> float:
@@ -63,7 +64,7 @@ def main() -> None:
     parser.add_argument("--batches", default="64,4096")
     parser.add_argument("--rows", type=int, default=20_000)
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     ratios: dict[str, float] = {}
     print(f"{'batch':>6} | {'host':<5} | {'1 thread':>10} | {f'{cores} threads':>10} | ratio")
     for batch in (int(value) for value in args.batches.split(",")):

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from seglib.platform.host import usable_cores
+
 if TYPE_CHECKING:
     # Not at run time: a RankResult is unpickled in the Spark task that launched the rank, and that
     # process must not import torch (seglib.representation.models) for it (2-3 s at the end of every run).
@@ -697,7 +699,7 @@ def rank_threads(local_size: int, batch_size: int) -> int:
     host with one thread at any batch."""
     if batch_size < MULTITHREAD_MIN_BATCH:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return max(1, cores // max(1, local_size))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from seglib.contract.config import ClusterConfig, SelectionConfig
 from seglib.numerics.local_kmeans import membership, squared_distances
+from seglib.platform.host import usable_cores
 from seglib.segments.algorithms import ALGORITHMS, PREDICTION, fit_clusters
 
 log = logging.getLogger(__name__)
@@ -359,8 +359,7 @@ def score_candidates(
     the executors busy while the driver schedules."""
     on_driver = points is not None and ALGORITHMS[settings.algorithm].local_fit is not None
     if threads is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, min(4, cores)) if on_driver else 4
+        threads = max(1, min(4, usable_cores())) if on_driver else 4
     limit = threadpool_limits(limits=1, user_api="blas") if on_driver and one_blas_thread else None
     with ThreadPoolExecutor(max_workers=threads) as pool, limit or contextlib.nullcontext():
         return list(
